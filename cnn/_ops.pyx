@@ -1,0 +1,629 @@
+# Kernels of cnn: convolution, transposed convolution and pooling, NCHW.
+#
+# Kernels only: every array is allocated and every index proven in range by
+# cnn/functional.py before it gets here; nothing here allocates, raises or
+# touches a Python object inside the loops. One body serves float32 and
+# float64 through the `floating` fused type. Outputs are marked # OUT.
+#
+# Convolution is im2col + GEMM (BLAS through scipy.linalg.cython_blas), one
+# image at a time per thread: a thread turns its image into a column matrix
+# (C*kH*kW, H_out*W_out) in its own buffer and multiplies by the weights.
+# The three kernels below are the three products of a convolution layer, and
+# the transposed convolution reuses them with the roles swapped (as Caffe's
+# deconv layer does):
+#
+#   im2col_gemm  out = W @ im2col(x)           conv forward, conv_T grad_input
+#   gemm_col2im  out = col2im(W^T @ g)         conv grad_input, conv_T forward
+#   weight_grad  gW += a @ im2col(b)^T         conv and conv_T grad_weight
+#
+# Depthwise convolutions (one input channel per group) have tiny products
+# (M = 1, K = kH*kW) and go through direct loops instead.
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int cnn_max_threads(void) { return omp_get_max_threads(); }
+    static int cnn_thread_id(void) { return omp_get_thread_num(); }
+    static int cnn_have_openmp(void) { return 1; }
+    #else
+    static int cnn_max_threads(void) { return 1; }
+    static int cnn_thread_id(void) { return 0; }
+    static int cnn_have_openmp(void) { return 0; }
+    #endif
+
+    /* Denormal numbers make x86 arithmetic up to 100x slower. Kernels set
+       flush-to-zero and denormals-are-zero on each thread while they run and
+       restore the caller's mode afterwards. */
+    #if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
+    #include <xmmintrin.h>
+    static unsigned int cnn_ftz_begin(void) {
+        unsigned int old = _mm_getcsr();
+        _mm_setcsr(old | 0x8040);
+        return old;
+    }
+    static void cnn_ftz_end(unsigned int old) { _mm_setcsr(old); }
+    #else
+    static unsigned int cnn_ftz_begin(void) { return 0; }
+    static void cnn_ftz_end(unsigned int old) { (void)old; }
+    #endif
+    """
+    int cnn_max_threads() noexcept nogil
+    int cnn_thread_id() noexcept nogil
+    int cnn_have_openmp() noexcept nogil
+    unsigned int cnn_ftz_begin() noexcept nogil
+    void cnn_ftz_end(unsigned int old) noexcept nogil
+
+
+def max_threads():
+    """Threads an OpenMP region would use now (1 without OpenMP)."""
+    return cnn_max_threads()
+
+
+def have_openmp():
+    return bool(cnn_have_openmp())
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+# Spans are returned by value: a variable set through a pointer inside a
+# prange would not be made thread-private by Cython.
+ctypedef struct Span:
+    Py_ssize_t lo
+    Py_ssize_t hi
+    Py_ssize_t count  # positions in the span (average pooling: padding included)
+
+
+cdef inline Span valid_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
+                             Py_ssize_t n_out) noexcept nogil:
+    """Outputs o in [lo, hi) are those of [0, n_out) with 0 <= o*stride + offset < size."""
+    cdef Py_ssize_t a = 0, b
+    cdef Span r
+    if offset < 0:
+        a = (-offset + stride - 1) // stride
+    if size - 1 - offset < 0:
+        b = 0
+    else:
+        b = (size - 1 - offset) // stride + 1
+    if a > n_out:
+        a = n_out
+    if b > n_out:
+        b = n_out
+    if b < a:
+        b = a
+    r.lo = a
+    r.hi = b
+    r.count = b - a
+    return r
+
+
+cdef inline bint im2col_is_identity(Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                                    Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t H, Py_ssize_t W,
+                                    Py_ssize_t H_out, Py_ssize_t W_out) noexcept nogil:
+    """A 1x1, stride-1, unpadded convolution's column matrix is the image itself."""
+    return (kH == 1 and kW == 1 and sH == 1 and sW == 1 and pH == 0 and pW == 0
+            and H == H_out and W == W_out)
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
+                      const floating* A, int lda, const floating* B, int ldb,
+                      floating beta, floating* C, int ldc) noexcept nogil:
+    """Row-major C (M x N) = alpha * op(A) @ op(B) + beta * C.
+
+    BLAS is column-major, and a row-major matrix is its column-major transpose,
+    so this computes C^T = op(B)^T @ op(A)^T.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda,
+              &beta, C, &ldc)
+    else:
+        dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda,
+              &beta, C, &ldc)
+
+
+cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                 Py_ssize_t H_out, Py_ssize_t W_out,
+                 floating* col) noexcept nogil:  # OUT: col (C*kH*kW, H_out*W_out)
+    """Row (c, i, j) of col holds x[c, oh*sH - pH + i*dH, ow*sW - pW + j*dW], 0 outside."""
+    cdef Py_ssize_t L = H_out * W_out
+    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w
+    cdef Span h, w
+    cdef floating* row
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(C):
+        for i in range(kH):
+            off_h = i * dH - pH
+            h = valid_range(off_h, sH, H, H_out)
+            for j in range(kW):
+                off_w = j * dW - pW
+                w = valid_range(off_w, sW, W, W_out)
+                row = col + ((c * kH + i) * kW + j) * L
+                memset(row, 0, h.lo * W_out * sizeof(floating))
+                for oh in range(h.lo, h.hi):
+                    dst = row + oh * W_out
+                    src = x + (c * H + oh * sH + off_h) * W
+                    for ow in range(w.lo):
+                        dst[ow] = 0
+                    if sW == 1:
+                        memcpy(dst + w.lo, src + w.lo + off_w,
+                               (w.hi - w.lo) * sizeof(floating))
+                    else:
+                        for ow in range(w.lo, w.hi):
+                            dst[ow] = src[ow * sW + off_w]
+                    for ow in range(w.hi, W_out):
+                        dst[ow] = 0
+                memset(row + h.hi * W_out, 0, (H_out - h.hi) * W_out * sizeof(floating))
+
+
+cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                 Py_ssize_t H_out, Py_ssize_t W_out,
+                 floating* x) noexcept nogil:  # OUT: x (C, H, W)
+    """The adjoint of im2col: x = 0, then every entry of col is added where im2col read it."""
+    cdef Py_ssize_t L = H_out * W_out
+    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w
+    cdef Span h, w
+    cdef const floating* row
+    cdef const floating* src
+    cdef floating* dst
+    memset(x, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        for i in range(kH):
+            off_h = i * dH - pH
+            h = valid_range(off_h, sH, H, H_out)
+            for j in range(kW):
+                off_w = j * dW - pW
+                w = valid_range(off_w, sW, W, W_out)
+                row = col + ((c * kH + i) * kW + j) * L
+                for oh in range(h.lo, h.hi):
+                    src = row + oh * W_out
+                    dst = x + (c * H + oh * sH + off_h) * W
+                    if sW == 1:
+                        for ow in range(w.lo, w.hi):
+                            dst[ow + off_w] += src[ow]
+                    else:
+                        for ow in range(w.lo, w.hi):
+                            dst[ow * sW + off_w] += src[ow]
+
+
+# --------------------------------------------------------------------------
+# Convolution by im2col + GEMM
+# --------------------------------------------------------------------------
+
+def im2col_gemm(const floating[:, :, :, ::1] x,
+                const floating[:, ::1] weight,
+                const floating[::1] bias,
+                floating[:, :, ::1] out,      # OUT (N, M, H_out*W_out)
+                floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, H_out*W_out)
+                Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t groups,
+                bint has_bias, int n_threads):
+    """out[n, g] = weight[g] @ im2col(x[n])[g] (+ bias), groups of rows and columns.
+
+    weight is (M, C/groups*kH*kW): conv2d's weight, or conv_transpose2d's seen
+    as the weight of the convolution it transposes.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t M = out.shape[1], L = H_out * W_out
+    cdef Py_ssize_t M_g = M // groups, K_g = (C // groups) * kH * kW
+    cdef bint direct = im2col_is_identity(kH, kW, sH, sW, pH, pW, H, W, H_out, W_out)
+    cdef Py_ssize_t n, g, m, l
+    cdef int tid = 0
+    cdef unsigned int mxcsr = 0
+    cdef const floating* cols
+    cdef floating* dst
+    cdef floating beta = 1 if has_bias else 0
+    with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
+        mxcsr = cnn_ftz_begin()
+        for n in prange(N, schedule="static"):
+            if direct:  # a 1x1 convolution needs no column matrix
+                cols = &x[n, 0, 0, 0]
+            else:
+                im2col(&x[n, 0, 0, 0], C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
+                       H_out, W_out, &col[tid, 0, 0])
+                cols = &col[tid, 0, 0]
+            if has_bias:
+                for m in range(M):
+                    dst = &out[n, m, 0]
+                    for l in range(L):
+                        dst[l] = bias[m]
+            for g in range(groups):
+                gemm(False, False, M_g, L, K_g, 1, &weight[g * M_g, 0], K_g,
+                     cols + g * K_g * L, L, beta, &out[n, g * M_g, 0], L)
+        cnn_ftz_end(mxcsr)
+
+
+def gemm_col2im(const floating[:, :, ::1] src,
+                const floating[:, ::1] weight,
+                const floating[::1] bias,
+                floating[:, :, :, ::1] out,   # OUT (N, C, H, W)
+                floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, L)
+                Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                Py_ssize_t H_src, Py_ssize_t W_src, Py_ssize_t groups,
+                bint has_bias, int n_threads):
+    """out[n] = col2im(weight[g]^T @ src[n, g]) (+ bias): im2col_gemm's adjoint in x.
+
+    src is (N, M, H_src*W_src), weight (M, C/groups*kH*kW); (H_src, W_src) is
+    the size of the convolution's output, (H, W) the size of its input.
+    """
+    cdef Py_ssize_t N = out.shape[0], C = out.shape[1], H = out.shape[2], W = out.shape[3]
+    cdef Py_ssize_t M = src.shape[1], L = H_src * W_src
+    cdef Py_ssize_t M_g = M // groups, K_g = (C // groups) * kH * kW
+    cdef bint direct = im2col_is_identity(kH, kW, sH, sW, pH, pW, H, W, H_src, W_src)
+    cdef Py_ssize_t n, g, c, l
+    cdef int tid = 0
+    cdef unsigned int mxcsr = 0
+    cdef floating* cols
+    cdef floating* dst
+    with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
+        mxcsr = cnn_ftz_begin()
+        for n in prange(N, schedule="static"):
+            # A 1x1 convolution's col2im is the identity: multiply straight into out.
+            cols = &out[n, 0, 0, 0] if direct else &col[tid, 0, 0]
+            for g in range(groups):
+                gemm(True, False, K_g, L, M_g, 1, &weight[g * M_g, 0], K_g,
+                     &src[n, g * M_g, 0], L, 0, cols + g * K_g * L, L)
+            if not direct:
+                col2im(cols, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW, H_src, W_src,
+                       &out[n, 0, 0, 0])
+            if has_bias:
+                for c in range(C):
+                    dst = &out[n, c, 0, 0]
+                    for l in range(H * W):
+                        dst[l] += bias[c]
+        cnn_ftz_end(mxcsr)
+
+
+def weight_grad(const floating[:, :, ::1] a,
+                const floating[:, :, :, ::1] b,
+                floating[:, :, ::1] grad_weight,  # OUT per thread (threads, M, K_g), zeroed
+                floating[:, ::1] grad_bias,       # OUT per thread (threads, M), zeroed
+                floating[:, :, ::1] col,          # scratch (threads, C*kH*kW, L)
+                Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                Py_ssize_t H_a, Py_ssize_t W_a, Py_ssize_t groups,
+                bint want_bias, int n_threads):
+    """grad_weight[t, g] += a[n, g] @ im2col(b[n])[g]^T over the images n of thread t.
+
+    For conv2d a is grad_out and b the input; for conv_transpose2d a is the
+    input and b grad_out. grad_bias[t, m] accumulates the row sums of a.
+    The caller sums the per-thread slices.
+    """
+    cdef Py_ssize_t N = b.shape[0], C = b.shape[1], H = b.shape[2], W = b.shape[3]
+    cdef Py_ssize_t M = a.shape[1], L = H_a * W_a
+    cdef Py_ssize_t M_g = M // groups, K_g = (C // groups) * kH * kW
+    cdef bint direct = im2col_is_identity(kH, kW, sH, sW, pH, pW, H, W, H_a, W_a)
+    cdef Py_ssize_t n, g, m, l
+    cdef int tid = 0
+    cdef unsigned int mxcsr = 0
+    cdef const floating* cols
+    cdef const floating* row
+    cdef floating acc
+    with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
+        mxcsr = cnn_ftz_begin()
+        for n in prange(N, schedule="static"):
+            if direct:
+                cols = &b[n, 0, 0, 0]
+            else:
+                im2col(&b[n, 0, 0, 0], C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
+                       H_a, W_a, &col[tid, 0, 0])
+                cols = &col[tid, 0, 0]
+            for g in range(groups):
+                gemm(False, True, M_g, K_g, L, 1, &a[n, g * M_g, 0], L,
+                     cols + g * K_g * L, L, 1, &grad_weight[tid, g * M_g, 0], K_g)
+            if want_bias:
+                for m in range(M):
+                    row = &a[n, m, 0]
+                    acc = 0
+                    for l in range(L):
+                        acc = acc + row[l]
+                    grad_bias[tid, m] += acc
+        cnn_ftz_end(mxcsr)
+
+
+# --------------------------------------------------------------------------
+# Depthwise convolution (one input channel per group) by direct loops
+# --------------------------------------------------------------------------
+
+def depthwise_forward(const floating[:, :, :, ::1] x,
+                      const floating[:, :, ::1] weight,   # (C_out, kH, kW)
+                      const floating[::1] bias,
+                      floating[:, :, :, ::1] out,         # OUT (N, C_out, H_out, W_out)
+                      Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
+                      Py_ssize_t dH, Py_ssize_t dW, bint has_bias, int n_threads):
+    """out[n, co] = sum over taps of weight[co, i, j] * shifted x[n, co // multiplier]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = out.shape[1], H_out = out.shape[2], W_out = out.shape[3]
+    cdef Py_ssize_t kH = weight.shape[1], kW = weight.shape[2]
+    cdef Py_ssize_t multiplier = C_out // C
+    cdef Py_ssize_t p, n, co, i, j, oh, ow, off_h, off_w
+    cdef Span h, w
+    cdef floating w0
+    cdef floating* dst
+    cdef const floating* src
+    cdef unsigned int mxcsr = 0
+    with nogil, parallel(num_threads=n_threads):
+        mxcsr = cnn_ftz_begin()
+        for p in prange(N * C_out, schedule="static"):
+            n = p // C_out
+            co = p % C_out
+            dst = &out[n, co, 0, 0]
+            w0 = bias[co] if has_bias else 0
+            for oh in range(H_out * W_out):
+                dst[oh] = w0
+            for i in range(kH):
+                off_h = i * dH - pH
+                h = valid_range(off_h, sH, H, H_out)
+                for j in range(kW):
+                    off_w = j * dW - pW
+                    w = valid_range(off_w, sW, W, W_out)
+                    w0 = weight[co, i, j]
+                    for oh in range(h.lo, h.hi):
+                        src = &x[n, co // multiplier, oh * sH + off_h, 0]
+                        if sW == 1:
+                            for ow in range(w.lo, w.hi):
+                                dst[oh * W_out + ow] += w0 * src[ow + off_w]
+                        else:
+                            for ow in range(w.lo, w.hi):
+                                dst[oh * W_out + ow] += w0 * src[ow * sW + off_w]
+        cnn_ftz_end(mxcsr)
+
+
+def depthwise_backward_input(const floating[:, :, :, ::1] grad_out,
+                             const floating[:, :, ::1] weight,
+                             floating[:, :, :, ::1] grad_input,  # OUT (N, C, H, W)
+                             Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
+                             Py_ssize_t dH, Py_ssize_t dW, int n_threads):
+    cdef Py_ssize_t N = grad_input.shape[0], C = grad_input.shape[1]
+    cdef Py_ssize_t H = grad_input.shape[2], W = grad_input.shape[3]
+    cdef Py_ssize_t C_out = grad_out.shape[1], H_out = grad_out.shape[2], W_out = grad_out.shape[3]
+    cdef Py_ssize_t kH = weight.shape[1], kW = weight.shape[2]
+    cdef Py_ssize_t multiplier = C_out // C
+    cdef Py_ssize_t p, n, c, co, i, j, oh, ow, off_h, off_w
+    cdef Span h, w
+    cdef floating w0
+    cdef floating* dst
+    cdef const floating* src
+    cdef unsigned int mxcsr = 0
+    with nogil, parallel(num_threads=n_threads):
+        mxcsr = cnn_ftz_begin()
+        for p in prange(N * C, schedule="static"):
+            n = p // C
+            c = p % C
+            memset(&grad_input[n, c, 0, 0], 0, H * W * sizeof(floating))
+            for co in range(c * multiplier, (c + 1) * multiplier):
+                for i in range(kH):
+                    off_h = i * dH - pH
+                    h = valid_range(off_h, sH, H, H_out)
+                    for j in range(kW):
+                        off_w = j * dW - pW
+                        w = valid_range(off_w, sW, W, W_out)
+                        w0 = weight[co, i, j]
+                        for oh in range(h.lo, h.hi):
+                            src = &grad_out[n, co, oh, 0]
+                            dst = &grad_input[n, c, oh * sH + off_h, 0]
+                            if sW == 1:
+                                for ow in range(w.lo, w.hi):
+                                    dst[ow + off_w] += w0 * src[ow]
+                            else:
+                                for ow in range(w.lo, w.hi):
+                                    dst[ow * sW + off_w] += w0 * src[ow]
+        cnn_ftz_end(mxcsr)
+
+
+def depthwise_backward_weight(const floating[:, :, :, ::1] grad_out,
+                              const floating[:, :, :, ::1] x,
+                              floating[:, :, ::1] grad_weight,   # OUT (C_out, kH, kW)
+                              floating[::1] grad_bias,           # OUT (C_out,)
+                              Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
+                              Py_ssize_t dH, Py_ssize_t dW, int n_threads):
+    """One output channel per iteration: no two threads write the same gradient."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t C_out = grad_out.shape[1], H_out = grad_out.shape[2], W_out = grad_out.shape[3]
+    cdef Py_ssize_t kH = grad_weight.shape[1], kW = grad_weight.shape[2]
+    cdef Py_ssize_t multiplier = C_out // C
+    cdef Py_ssize_t n, co, i, j, oh, ow, off_h, off_w
+    cdef Span h, w
+    cdef floating acc
+    cdef const floating* g
+    cdef const floating* src
+    cdef unsigned int mxcsr = 0
+    with nogil, parallel(num_threads=n_threads):
+        mxcsr = cnn_ftz_begin()
+        for co in prange(C_out, schedule="static"):
+            for i in range(kH):
+                off_h = i * dH - pH
+                h = valid_range(off_h, sH, H, H_out)
+                for j in range(kW):
+                    off_w = j * dW - pW
+                    w = valid_range(off_w, sW, W, W_out)
+                    acc = 0
+                    for n in range(N):
+                        for oh in range(h.lo, h.hi):
+                            g = &grad_out[n, co, oh, 0]
+                            src = &x[n, co // multiplier, oh * sH + off_h, 0]
+                            for ow in range(w.lo, w.hi):
+                                acc = acc + g[ow] * src[ow * sW + off_w]
+                    grad_weight[co, i, j] = acc
+            acc = 0
+            for n in range(N):
+                g = &grad_out[n, co, 0, 0]
+                for oh in range(H_out * W_out):
+                    acc = acc + g[oh]
+            grad_bias[co] = acc
+        cnn_ftz_end(mxcsr)
+
+
+# --------------------------------------------------------------------------
+# Pooling, one (n, c) plane per iteration
+# --------------------------------------------------------------------------
+
+def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
+                       floating[:, :, ::1] out,         # OUT (planes, H_out, W_out)
+                       int64_t[:, :, ::1] indices,      # OUT, same shape, if want_indices
+                       Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                       Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                       bint want_indices, int n_threads):
+    """ATen's rule: the first maximum wins, a NaN wins over any number (the last NaN)."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
+    cdef Py_ssize_t p, oh, ow, ih, iw, h0, h1, w0, w1, best
+    cdef floating v, vmax
+    cdef const floating* plane
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            plane = &x[p, 0, 0]
+            for oh in range(H_out):
+                h0 = oh * sH - pH
+                h1 = h0 + (kH - 1) * dH + 1
+                if h1 > H:
+                    h1 = H
+                while h0 < 0:
+                    h0 = h0 + dH
+                for ow in range(W_out):
+                    w0 = ow * sW - pW
+                    w1 = w0 + (kW - 1) * dW + 1
+                    if w1 > W:
+                        w1 = W
+                    while w0 < 0:
+                        w0 = w0 + dW
+                    best = h0 * W + w0
+                    vmax = -INFINITY
+                    ih = h0
+                    while ih < h1:
+                        iw = w0
+                        while iw < w1:
+                            v = plane[ih * W + iw]
+                            if v > vmax or isnan(v):
+                                vmax = v
+                                best = ih * W + iw
+                            iw = iw + dW
+                        ih = ih + dH
+                    out[p, oh, ow] = vmax
+                    if want_indices:
+                        indices[p, oh, ow] = best
+
+
+def max_pool2d_backward(const floating[:, :, ::1] grad_out,   # (planes, H_out, W_out)
+                        const int64_t[:, :, ::1] indices,
+                        floating[:, :, ::1] grad_input,       # OUT (planes, H, W)
+                        int n_threads):
+    cdef Py_ssize_t P = grad_input.shape[0], HW = grad_input.shape[1] * grad_input.shape[2]
+    cdef Py_ssize_t L = grad_out.shape[1] * grad_out.shape[2]
+    cdef Py_ssize_t p, l
+    cdef floating* dst
+    cdef const floating* g
+    cdef const int64_t* idx
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            dst = &grad_input[p, 0, 0]
+            g = &grad_out[p, 0, 0]
+            idx = &indices[p, 0, 0]
+            memset(dst, 0, HW * sizeof(floating))
+            for l in range(L):
+                dst[idx[l]] += g[l]
+
+
+cdef inline Span avg_window(Py_ssize_t o, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t k,
+                            Py_ssize_t size) noexcept nogil:
+    """ATen's average-pooling window: count includes padding, [lo, hi) does not."""
+    cdef Py_ssize_t a = o * s - pad
+    cdef Py_ssize_t b = a + k
+    cdef Span r
+    if b > size + pad:
+        b = size + pad
+    r.count = b - a
+    if a < 0:
+        a = 0
+    if b > size:
+        b = size
+    r.lo = a
+    r.hi = b
+    return r
+
+
+def avg_pool2d_forward(const floating[:, :, ::1] x,
+                       floating[:, :, ::1] out,     # OUT (planes, H_out, W_out)
+                       Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                       Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
+                       Py_ssize_t divisor_override, int n_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
+    cdef Py_ssize_t p, oh, ow, ih, iw, divisor
+    cdef Span rh, rw
+    cdef floating acc
+    cdef const floating* plane
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            plane = &x[p, 0, 0]
+            for oh in range(H_out):
+                rh = avg_window(oh, sH, pH, kH, H)
+                for ow in range(W_out):
+                    rw = avg_window(ow, sW, pW, kW, W)
+                    if rh.lo >= rh.hi or rw.lo >= rw.hi:
+                        out[p, oh, ow] = 0
+                        continue
+                    acc = 0
+                    for ih in range(rh.lo, rh.hi):
+                        for iw in range(rw.lo, rw.hi):
+                            acc = acc + plane[ih * W + iw]
+                    if divisor_override > 0:
+                        divisor = divisor_override
+                    elif count_include_pad:
+                        divisor = rh.count * rw.count
+                    else:
+                        divisor = (rh.hi - rh.lo) * (rw.hi - rw.lo)
+                    out[p, oh, ow] = acc / divisor
+
+
+def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
+                        floating[:, :, ::1] grad_input,   # OUT (planes, H, W)
+                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                        Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
+                        Py_ssize_t divisor_override, int n_threads):
+    cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
+    cdef Py_ssize_t H_out = grad_out.shape[1], W_out = grad_out.shape[2]
+    cdef Py_ssize_t p, oh, ow, ih, iw, divisor
+    cdef Span rh, rw
+    cdef floating g
+    cdef floating* plane
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=n_threads):
+            plane = &grad_input[p, 0, 0]
+            memset(plane, 0, H * W * sizeof(floating))
+            for oh in range(H_out):
+                rh = avg_window(oh, sH, pH, kH, H)
+                for ow in range(W_out):
+                    rw = avg_window(ow, sW, pW, kW, W)
+                    if rh.lo >= rh.hi or rw.lo >= rw.hi:
+                        continue
+                    if divisor_override > 0:
+                        divisor = divisor_override
+                    elif count_include_pad:
+                        divisor = rh.count * rw.count
+                    else:
+                        divisor = (rh.hi - rh.lo) * (rw.hi - rw.lo)
+                    g = grad_out[p, oh, ow] / divisor
+                    for ih in range(rh.lo, rh.hi):
+                        for iw in range(rw.lo, rw.hi):
+                            plane[ih * W + iw] += g
