@@ -57,7 +57,8 @@ extensions = [
         "cnn._ops",
         ["cnn/_ops.pyx"],
         include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("CNN_BOUNDSCHECK", "1" if debug else "0")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )

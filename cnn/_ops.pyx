@@ -55,11 +55,16 @@ cdef extern from *:
     static void cnn_ftz_end(unsigned int old) { (void)old; }
     #endif
     """
+    int CNN_BOUNDSCHECK
     int cnn_max_threads() noexcept nogil
     int cnn_thread_id() noexcept nogil
     int cnn_have_openmp() noexcept nogil
     unsigned int cnn_ftz_begin() noexcept nogil
     void cnn_ftz_end(unsigned int old) noexcept nogil
+
+
+# True in a build made with CNN_CYTHON_DEBUG=1 (bounds checks on).
+BOUNDS_CHECKED = bool(CNN_BOUNDSCHECK)
 
 
 def max_threads():
@@ -132,13 +137,32 @@ cdef inline void gemm(bint trans_a, bint trans_b, int M, int N, int K, floating 
               &beta, C, &ldc)
 
 
+cdef inline floating row_sum(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Sum with eight independent accumulators, so the compiler can vectorise it."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        s4 += a[i + 4]
+        s5 += a[i + 5]
+        s6 += a[i + 6]
+        s7 += a[i + 7]
+        i += 8
+    while i < n:
+        s0 += a[i]
+        i += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                  Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
-                 Py_ssize_t H_out, Py_ssize_t W_out,
-                 floating* col) noexcept nogil:  # OUT: col (C*kH*kW, H_out*W_out)
+                 Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t ld,
+                 floating* col) noexcept nogil:  # OUT: col (C*kH*kW, ld), first H_out*W_out columns
     """Row (c, i, j) of col holds x[c, oh*sH - pH + i*dH, ow*sW - pW + j*dW], 0 outside."""
-    cdef Py_ssize_t L = H_out * W_out
     cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w
     cdef Span h, w
     cdef floating* row
@@ -151,31 +175,32 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
             for j in range(kW):
                 off_w = j * dW - pW
                 w = valid_range(off_w, sW, W, W_out)
-                row = col + ((c * kH + i) * kW + j) * L
-                memset(row, 0, h.lo * W_out * sizeof(floating))
+                row = col + ((c * kH + i) * kW + j) * ld
+                for ow in range(h.lo * W_out):
+                    row[ow] = 0
                 for oh in range(h.lo, h.hi):
                     dst = row + oh * W_out
                     src = x + (c * H + oh * sH + off_h) * W
                     for ow in range(w.lo):
                         dst[ow] = 0
                     if sW == 1:
-                        memcpy(dst + w.lo, src + w.lo + off_w,
-                               (w.hi - w.lo) * sizeof(floating))
+                        for ow in range(w.lo, w.hi):
+                            dst[ow] = src[ow + off_w]
                     else:
                         for ow in range(w.lo, w.hi):
                             dst[ow] = src[ow * sW + off_w]
                     for ow in range(w.hi, W_out):
                         dst[ow] = 0
-                memset(row + h.hi * W_out, 0, (H_out - h.hi) * W_out * sizeof(floating))
+                for ow in range(h.hi * W_out, H_out * W_out):
+                    row[ow] = 0
 
 
 cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                  Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
-                 Py_ssize_t H_out, Py_ssize_t W_out,
+                 Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t ld,
                  floating* x) noexcept nogil:  # OUT: x (C, H, W)
     """The adjoint of im2col: x = 0, then every entry of col is added where im2col read it."""
-    cdef Py_ssize_t L = H_out * W_out
     cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w
     cdef Span h, w
     cdef const floating* row
@@ -189,7 +214,7 @@ cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
             for j in range(kW):
                 off_w = j * dW - pW
                 w = valid_range(off_w, sW, W, W_out)
-                row = col + ((c * kH + i) * kW + j) * L
+                row = col + ((c * kH + i) * kW + j) * ld
                 for oh in range(h.lo, h.hi):
                     src = row + oh * W_out
                     dst = x + (c * H + oh * sH + off_h) * W
@@ -201,18 +226,33 @@ cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             dst[ow * sW + off_w] += src[ow]
 
 
+cdef inline void gather(const floating* src, Py_ssize_t nb, Py_ssize_t M, Py_ssize_t L,
+                        floating* dst) noexcept nogil:  # OUT: dst (M, nb*L)
+    """(nb, M, L) -> (M, nb*L): the images of a chunk side by side, one GEMM for all."""
+    cdef Py_ssize_t b, m
+    for b in range(nb):
+        for m in range(M):
+            memcpy(dst + m * nb * L + b * L, src + (b * M + m) * L, L * sizeof(floating))
+
+
 # --------------------------------------------------------------------------
 # Convolution by im2col + GEMM
+#
+# Each thread takes chunks of `chunk` consecutive images. Small images are
+# put side by side in one column matrix (C*kH*kW, chunk*L) so that one GEMM
+# does the chunk; large ones go one at a time (chunk = 1) and the products
+# write straight into the output.
 # --------------------------------------------------------------------------
 
 def im2col_gemm(const floating[:, :, :, ::1] x,
                 const floating[:, ::1] weight,
                 const floating[::1] bias,
                 floating[:, :, ::1] out,      # OUT (N, M, H_out*W_out)
-                floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, H_out*W_out)
+                floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, chunk*L)
+                floating[:, :, ::1] tmp,      # scratch (threads, M, chunk*L) if chunk > 1
                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
-                Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t groups,
+                Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t groups, Py_ssize_t chunk,
                 bint has_bias, int n_threads):
     """out[n, g] = weight[g] @ im2col(x[n])[g] (+ bias), groups of rows and columns.
 
@@ -223,30 +263,48 @@ def im2col_gemm(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t M = out.shape[1], L = H_out * W_out
     cdef Py_ssize_t M_g = M // groups, K_g = (C // groups) * kH * kW
     cdef bint direct = im2col_is_identity(kH, kW, sH, sW, pH, pW, H, W, H_out, W_out)
-    cdef Py_ssize_t n, g, m, l
+    cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
+    cdef Py_ssize_t ci, n0, nb, b, g, m, l, ld
     cdef int tid = 0
     cdef unsigned int mxcsr = 0
     cdef const floating* cols
+    cdef floating* res
     cdef floating* dst
-    cdef floating beta = 1 if has_bias else 0
+    cdef const floating* src
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
-        for n in prange(N, schedule="static"):
-            if direct:  # a 1x1 convolution needs no column matrix
-                cols = &x[n, 0, 0, 0]
+        for ci in prange(n_chunks, schedule="static"):
+            n0 = ci * chunk
+            nb = min(chunk, N - n0)
+            ld = nb * L
+            if direct and nb == 1:  # a 1x1 convolution needs no column matrix
+                cols = &x[n0, 0, 0, 0]
             else:
-                im2col(&x[n, 0, 0, 0], C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
-                       H_out, W_out, &col[tid, 0, 0])
+                for b in range(nb):
+                    im2col(&x[n0 + b, 0, 0, 0], C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
+                           H_out, W_out, ld, &col[tid, 0, 0] + b * L)
                 cols = &col[tid, 0, 0]
-            if has_bias:
+            # One image: multiply into out, on top of the bias. Several: into tmp.
+            res = &out[n0, 0, 0] if nb == 1 else &tmp[tid, 0, 0]
+            if nb == 1 and has_bias:
                 for m in range(M):
-                    dst = &out[n, m, 0]
                     for l in range(L):
-                        dst[l] = bias[m]
+                        res[m * L + l] = bias[m]
             for g in range(groups):
-                gemm(False, False, M_g, L, K_g, 1, &weight[g * M_g, 0], K_g,
-                     cols + g * K_g * L, L, beta, &out[n, g * M_g, 0], L)
+                gemm(False, False, M_g, ld, K_g, 1, &weight[g * M_g, 0], K_g,
+                     cols + g * K_g * ld, ld, 1 if nb == 1 and has_bias else 0,
+                     res + g * M_g * ld, ld)
+            if nb > 1:
+                for b in range(nb):
+                    for m in range(M):
+                        dst = &out[n0 + b, m, 0]
+                        src = res + m * ld + b * L
+                        if has_bias:
+                            for l in range(L):
+                                dst[l] = src[l] + bias[m]
+                        else:
+                            memcpy(dst, src, L * sizeof(floating))
         cnn_ftz_end(mxcsr)
 
 
@@ -254,10 +312,11 @@ def gemm_col2im(const floating[:, :, ::1] src,
                 const floating[:, ::1] weight,
                 const floating[::1] bias,
                 floating[:, :, :, ::1] out,   # OUT (N, C, H, W)
-                floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, L)
+                floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, chunk*L)
+                floating[:, :, ::1] tmp,      # scratch (threads, M, chunk*L) if chunk > 1
                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
-                Py_ssize_t H_src, Py_ssize_t W_src, Py_ssize_t groups,
+                Py_ssize_t H_src, Py_ssize_t W_src, Py_ssize_t groups, Py_ssize_t chunk,
                 bint has_bias, int n_threads):
     """out[n] = col2im(weight[g]^T @ src[n, g]) (+ bias): im2col_gemm's adjoint in x.
 
@@ -268,28 +327,40 @@ def gemm_col2im(const floating[:, :, ::1] src,
     cdef Py_ssize_t M = src.shape[1], L = H_src * W_src
     cdef Py_ssize_t M_g = M // groups, K_g = (C // groups) * kH * kW
     cdef bint direct = im2col_is_identity(kH, kW, sH, sW, pH, pW, H, W, H_src, W_src)
-    cdef Py_ssize_t n, g, c, l
+    cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
+    cdef Py_ssize_t ci, n0, nb, b, g, c, l, ld
     cdef int tid = 0
     cdef unsigned int mxcsr = 0
     cdef floating* cols
+    cdef const floating* s
     cdef floating* dst
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
-        for n in prange(N, schedule="static"):
+        for ci in prange(n_chunks, schedule="static"):
+            n0 = ci * chunk
+            nb = min(chunk, N - n0)
+            ld = nb * L
+            if nb == 1:
+                s = &src[n0, 0, 0]
+            else:
+                gather(&src[n0, 0, 0], nb, M, L, &tmp[tid, 0, 0])
+                s = &tmp[tid, 0, 0]
             # A 1x1 convolution's col2im is the identity: multiply straight into out.
-            cols = &out[n, 0, 0, 0] if direct else &col[tid, 0, 0]
+            cols = &out[n0, 0, 0, 0] if direct and nb == 1 else &col[tid, 0, 0]
             for g in range(groups):
-                gemm(True, False, K_g, L, M_g, 1, &weight[g * M_g, 0], K_g,
-                     &src[n, g * M_g, 0], L, 0, cols + g * K_g * L, L)
-            if not direct:
-                col2im(cols, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW, H_src, W_src,
-                       &out[n, 0, 0, 0])
+                gemm(True, False, K_g, ld, M_g, 1, &weight[g * M_g, 0], K_g,
+                     s + g * M_g * ld, ld, 0, cols + g * K_g * ld, ld)
+            if not (direct and nb == 1):
+                for b in range(nb):
+                    col2im(cols + b * L, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
+                           H_src, W_src, ld, &out[n0 + b, 0, 0, 0])
             if has_bias:
-                for c in range(C):
-                    dst = &out[n, c, 0, 0]
-                    for l in range(H * W):
-                        dst[l] += bias[c]
+                for b in range(nb):
+                    for c in range(C):
+                        dst = &out[n0 + b, c, 0, 0]
+                        for l in range(H * W):
+                            dst[l] += bias[c]
         cnn_ftz_end(mxcsr)
 
 
@@ -297,10 +368,11 @@ def weight_grad(const floating[:, :, ::1] a,
                 const floating[:, :, :, ::1] b,
                 floating[:, :, ::1] grad_weight,  # OUT per thread (threads, M, K_g), zeroed
                 floating[:, ::1] grad_bias,       # OUT per thread (threads, M), zeroed
-                floating[:, :, ::1] col,          # scratch (threads, C*kH*kW, L)
+                floating[:, :, ::1] col,          # scratch (threads, C*kH*kW, chunk*L)
+                floating[:, :, ::1] tmp,          # scratch (threads, M, chunk*L) if chunk > 1
                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
-                Py_ssize_t H_a, Py_ssize_t W_a, Py_ssize_t groups,
+                Py_ssize_t H_a, Py_ssize_t W_a, Py_ssize_t groups, Py_ssize_t chunk,
                 bint want_bias, int n_threads):
     """grad_weight[t, g] += a[n, g] @ im2col(b[n])[g]^T over the images n of thread t.
 
@@ -312,32 +384,37 @@ def weight_grad(const floating[:, :, ::1] a,
     cdef Py_ssize_t M = a.shape[1], L = H_a * W_a
     cdef Py_ssize_t M_g = M // groups, K_g = (C // groups) * kH * kW
     cdef bint direct = im2col_is_identity(kH, kW, sH, sW, pH, pW, H, W, H_a, W_a)
-    cdef Py_ssize_t n, g, m, l
+    cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
+    cdef Py_ssize_t ci, n0, nb, i, g, m, ld
     cdef int tid = 0
     cdef unsigned int mxcsr = 0
     cdef const floating* cols
-    cdef const floating* row
-    cdef floating acc
+    cdef const floating* s
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
-        for n in prange(N, schedule="static"):
-            if direct:
-                cols = &b[n, 0, 0, 0]
+        for ci in prange(n_chunks, schedule="static"):
+            n0 = ci * chunk
+            nb = min(chunk, N - n0)
+            ld = nb * L
+            if nb == 1:
+                s = &a[n0, 0, 0]
             else:
-                im2col(&b[n, 0, 0, 0], C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
-                       H_a, W_a, &col[tid, 0, 0])
+                gather(&a[n0, 0, 0], nb, M, L, &tmp[tid, 0, 0])
+                s = &tmp[tid, 0, 0]
+            if direct and nb == 1:
+                cols = &b[n0, 0, 0, 0]
+            else:
+                for i in range(nb):
+                    im2col(&b[n0 + i, 0, 0, 0], C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
+                           H_a, W_a, ld, &col[tid, 0, 0] + i * L)
                 cols = &col[tid, 0, 0]
             for g in range(groups):
-                gemm(False, True, M_g, K_g, L, 1, &a[n, g * M_g, 0], L,
-                     cols + g * K_g * L, L, 1, &grad_weight[tid, g * M_g, 0], K_g)
+                gemm(False, True, M_g, K_g, ld, 1, s + g * M_g * ld, ld,
+                     cols + g * K_g * ld, ld, 1, &grad_weight[tid, g * M_g, 0], K_g)
             if want_bias:
                 for m in range(M):
-                    row = &a[n, m, 0]
-                    acc = 0
-                    for l in range(L):
-                        acc = acc + row[l]
-                    grad_bias[tid, m] += acc
+                    grad_bias[tid, m] += row_sum(s + m * ld, ld)
         cnn_ftz_end(mxcsr)
 
 
@@ -435,42 +512,54 @@ def depthwise_backward_weight(const floating[:, :, :, ::1] grad_out,
                               const floating[:, :, :, ::1] x,
                               floating[:, :, ::1] grad_weight,   # OUT (C_out, kH, kW)
                               floating[::1] grad_bias,           # OUT (C_out,)
+                              floating[:, :, ::1] acc,           # scratch (threads, kH*kW, H_out*W_out)
                               Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
                               Py_ssize_t dH, Py_ssize_t dW, int n_threads):
-    """One output channel per iteration: no two threads write the same gradient."""
+    """One output channel per iteration, so no two threads write the same gradient.
+
+    Products are summed position by position into a plane per tap (vectorisable
+    multiply-adds), and each plane is reduced once at the end.
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t C_out = grad_out.shape[1], H_out = grad_out.shape[2], W_out = grad_out.shape[3]
     cdef Py_ssize_t kH = grad_weight.shape[1], kW = grad_weight.shape[2]
-    cdef Py_ssize_t multiplier = C_out // C
+    cdef Py_ssize_t L = H_out * W_out, multiplier = C_out // C
     cdef Py_ssize_t n, co, i, j, oh, ow, off_h, off_w
     cdef Span h, w
-    cdef floating acc
+    cdef floating bias_sum
+    cdef floating* plane
     cdef const floating* g
     cdef const floating* src
+    cdef int tid = 0
     cdef unsigned int mxcsr = 0
     with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
         for co in prange(C_out, schedule="static"):
-            for i in range(kH):
-                off_h = i * dH - pH
-                h = valid_range(off_h, sH, H, H_out)
-                for j in range(kW):
-                    off_w = j * dW - pW
-                    w = valid_range(off_w, sW, W, W_out)
-                    acc = 0
-                    for n in range(N):
+            memset(&acc[tid, 0, 0], 0, kH * kW * L * sizeof(floating))
+            bias_sum = 0
+            for n in range(N):
+                bias_sum = bias_sum + row_sum(&grad_out[n, co, 0, 0], L)
+                for i in range(kH):
+                    off_h = i * dH - pH
+                    h = valid_range(off_h, sH, H, H_out)
+                    for j in range(kW):
+                        off_w = j * dW - pW
+                        w = valid_range(off_w, sW, W, W_out)
+                        plane = &acc[tid, i * kW + j, 0]
                         for oh in range(h.lo, h.hi):
                             g = &grad_out[n, co, oh, 0]
                             src = &x[n, co // multiplier, oh * sH + off_h, 0]
-                            for ow in range(w.lo, w.hi):
-                                acc = acc + g[ow] * src[ow * sW + off_w]
-                    grad_weight[co, i, j] = acc
-            acc = 0
-            for n in range(N):
-                g = &grad_out[n, co, 0, 0]
-                for oh in range(H_out * W_out):
-                    acc = acc + g[oh]
-            grad_bias[co] = acc
+                            if sW == 1:
+                                for ow in range(w.lo, w.hi):
+                                    plane[oh * W_out + ow] += g[ow] * src[ow + off_w]
+                            else:
+                                for ow in range(w.lo, w.hi):
+                                    plane[oh * W_out + ow] += g[ow] * src[ow * sW + off_w]
+            for i in range(kH):
+                for j in range(kW):
+                    grad_weight[co, i, j] = row_sum(&acc[tid, i * kW + j, 0], L)
+            grad_bias[co] = bias_sum
         cnn_ftz_end(mxcsr)
 
 

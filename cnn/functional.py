@@ -364,9 +364,27 @@ def _is_depthwise(g):
     return g.groups > 1 and g.C == g.groups
 
 
-def _col_buffer(n_threads, g, dtype):
-    C, k = g.C, g.kH * g.kW
-    return np.empty((n_threads, C * k, g.H_out * g.W_out), dtype=dtype)
+# Images narrower than this many output pixels are put side by side, a chunk
+# of them per GEMM: one product of 256+ columns runs far faster than many of 16.
+_GEMM_COLUMNS = 256
+
+
+class _Workspace:
+    """Per-thread scratch of the im2col kernels, bounded per chunk of images, never per batch.
+
+    col holds the column matrix (C*kH*kW, chunk*L) of a chunk of images; tmp
+    its (M, chunk*L) product, or its gradient, gathered side by side.
+    """
+
+    def __init__(self, g, dtype, n_threads=None):
+        L = g.H_out * g.W_out
+        self.n_threads = n_threads or _threads(g.N)
+        self.chunk = max(1, min(-(-_GEMM_COLUMNS // L), -(-g.N // self.n_threads)))
+        width = self.chunk * L
+        _as_blas_int(max(g.C * g.kH * g.kW, g.C_out) * width, "the column matrix of a chunk")
+        self.col = np.empty((self.n_threads, g.C * g.kH * g.kW, width), dtype=dtype)
+        tmp_rows = g.C_out if self.chunk > 1 else 0
+        self.tmp = np.empty((self.n_threads, tmp_rows, width), dtype=dtype)
 
 
 def _bias_or_empty(bias, C_out, dtype, name="bias"):
@@ -410,18 +428,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if out.size == 0:
         return out
     x, pH, pW = _padded_input(x, g)
-    n_threads = _threads(g.N)
     if _is_depthwise(g):
         _ops.depthwise_forward(x, weight.reshape(g.C_out, g.kH, g.kW), bias, out,
                                g.sH, g.sW, pH, pW, g.dH, g.dW, has_bias,
                                _threads(g.N * g.C_out))
         return out
-    col = _col_buffer(n_threads, g, x.dtype)
-    with _blas_single_threaded(n_threads):
+    ws = _Workspace(g, x.dtype)
+    with _blas_single_threaded(ws.n_threads):
         _ops.im2col_gemm(x, weight.reshape(g.C_out, -1), bias,
-                         out.reshape(g.N, g.C_out, -1), col,
+                         out.reshape(g.N, g.C_out, -1), ws.col, ws.tmp,
                          g.kH, g.kW, g.sH, g.sW, pH, pW, g.dH, g.dW,
-                         g.H_out, g.W_out, g.groups, has_bias, n_threads)
+                         g.H_out, g.W_out, g.groups, ws.chunk, has_bias, ws.n_threads)
     return out
 
 
@@ -461,25 +478,26 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         geometry = (g.sH, g.sW, pH, pW, g.dH, g.dW)
         if _is_depthwise(g):
             w3 = weight.reshape(g.C_out, g.kH, g.kW)
+            n_threads = _threads(g.C_out)
+            acc = np.empty((n_threads, g.kH * g.kW, g.H_out * g.W_out), dtype=dtype)
             _ops.depthwise_backward_weight(grad_out, xp, grad_weight.reshape(w3.shape), grad_bias,
-                                           *geometry, _threads(g.C_out))
+                                           acc, *geometry, n_threads)
             if needs_input_grad:
                 _ops.depthwise_backward_input(grad_out, w3, grad_xp, *geometry,
                                               _threads(g.N * g.C))
         else:
-            n_threads = _threads(g.N)
-            col = _col_buffer(n_threads, g, dtype)
-            gw = np.zeros((n_threads, g.C_out, weight[0].size), dtype=dtype)
-            gb = np.zeros((n_threads, g.C_out), dtype=dtype)
+            ws = _Workspace(g, dtype)
+            gw = np.zeros((ws.n_threads, g.C_out, weight[0].size), dtype=dtype)
+            gb = np.zeros((ws.n_threads, g.C_out), dtype=dtype)
             g_flat = grad_out.reshape(g.N, g.C_out, -1)
-            with _blas_single_threaded(n_threads):
-                _ops.weight_grad(g_flat, xp, gw, gb, col, g.kH, g.kW, *geometry,
-                                 g.H_out, g.W_out, g.groups, True, n_threads)
+            sizes = (g.H_out, g.W_out, g.groups, ws.chunk)
+            with _blas_single_threaded(ws.n_threads):
+                _ops.weight_grad(g_flat, xp, gw, gb, ws.col, ws.tmp, g.kH, g.kW, *geometry,
+                                 *sizes, True, ws.n_threads)
                 if needs_input_grad:
                     _ops.gemm_col2im(g_flat, weight.reshape(g.C_out, -1),
-                                     np.empty(0, dtype=dtype), grad_xp, col,
-                                     g.kH, g.kW, *geometry, g.H_out, g.W_out, g.groups,
-                                     False, n_threads)
+                                     np.empty(0, dtype=dtype), grad_xp, ws.col, ws.tmp,
+                                     g.kH, g.kW, *geometry, *sizes, False, ws.n_threads)
             grad_weight = _sum_threads(gw).reshape(weight.shape)
             grad_bias = _sum_threads(gb)
     if not needs_input_grad:
@@ -557,12 +575,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = np.empty((g.N, g.C, g.H, g.W), dtype=x.dtype)
     if out.size == 0:
         return out
-    n_threads = _threads(g.N)
-    col = _col_buffer(n_threads, g, x.dtype)
-    with _blas_single_threaded(n_threads):
+    ws = _Workspace(g, x.dtype)
+    with _blas_single_threaded(ws.n_threads):
         _ops.gemm_col2im(x.reshape(g.N, g.C_out, -1), weight.reshape(g.C_out, -1), bias, out,
-                         col, g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW,
-                         g.H_out, g.W_out, g.groups, has_bias, n_threads)
+                         ws.col, ws.tmp, g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW,
+                         g.H_out, g.W_out, g.groups, ws.chunk, has_bias, ws.n_threads)
     return out
 
 
@@ -589,18 +606,18 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     grad_weight = np.zeros(weight.shape, dtype=dtype)
     grad_bias = grad_out.sum(axis=(0, 2, 3))
     if g.N and g.H_out * g.W_out:
-        n_threads = _threads(g.N)
-        col = _col_buffer(n_threads, g, dtype)
-        gw = np.zeros((n_threads, g.C_out, weight[0].size), dtype=dtype)
+        ws = _Workspace(g, dtype)
+        gw = np.zeros((ws.n_threads, g.C_out, weight[0].size), dtype=dtype)
         x_flat = x.reshape(g.N, g.C_out, -1)
-        geometry = (g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW, g.H_out, g.W_out, g.groups)
-        with _blas_single_threaded(n_threads):
-            _ops.weight_grad(x_flat, grad_out, gw, np.empty((n_threads, 0), dtype=dtype), col,
-                             *geometry, False, n_threads)
+        geometry = (g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW, g.H_out, g.W_out, g.groups,
+                    ws.chunk)
+        with _blas_single_threaded(ws.n_threads):
+            _ops.weight_grad(x_flat, grad_out, gw, np.empty((ws.n_threads, 0), dtype=dtype),
+                             ws.col, ws.tmp, *geometry, False, ws.n_threads)
             if needs_input_grad:
                 _ops.im2col_gemm(grad_out, weight.reshape(g.C_out, -1), np.empty(0, dtype=dtype),
-                                 grad_input.reshape(x_flat.shape), col, *geometry, False,
-                                 n_threads)
+                                 grad_input.reshape(x_flat.shape), ws.col, ws.tmp, *geometry,
+                                 False, ws.n_threads)
         grad_weight = _sum_threads(gw).reshape(weight.shape)
     return grad_input, grad_weight, grad_bias
 
@@ -738,3 +755,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                                  g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, bool(count_include_pad),
                                  divisor, _threads(P))
     return grad_input
+
+
+# The textbook single-image operations, built on conv2d (imported last: cnn.signal uses conv2d).
+from .signal import convolve2d, correlate2d  # noqa: E402
+
+__all__ += ["convolve2d", "correlate2d"]
