@@ -21,7 +21,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, isnan
+from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -567,47 +567,59 @@ def depthwise_backward_weight(const floating[:, :, :, ::1] grad_out,
 # Pooling, one (n, c) plane per iteration
 # --------------------------------------------------------------------------
 
+cdef inline Span window_taps(Py_ssize_t start, Py_ssize_t dilation, Py_ssize_t k,
+                             Py_ssize_t size) noexcept nogil:
+    """Taps t of a window at `start` whose position start + t*dilation lies in [0, size).
+
+    lo is the first tap at or past 0, not clipped to k: ATen reports the
+    position of that tap as the index of a window that holds no input at all.
+    """
+    cdef Span r
+    r.lo = 0
+    if start < 0:
+        r.lo = (-start + dilation - 1) // dilation
+    r.hi = k
+    if start + (k - 1) * dilation >= size:
+        r.hi = (size - 1 - start) // dilation + 1 if size - 1 - start >= 0 else 0
+    r.count = r.hi - r.lo
+    return r
+
+
 def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                        floating[:, :, ::1] out,         # OUT (planes, H_out, W_out)
                        int64_t[:, :, ::1] indices,      # OUT, same shape, if want_indices
                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                        Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                        bint want_indices, int n_threads):
-    """ATen's rule: the first maximum wins, a NaN wins over any number (the last NaN)."""
+    """ATen's rule: the first maximum wins, a NaN wins over any number (the last NaN).
+
+    The comparison is written without branches (random data mispredicts them half the time).
+    """
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
-    cdef Py_ssize_t p, oh, ow, ih, iw, h0, h1, w0, w1, best
+    cdef Py_ssize_t p, oh, ow, kh, kw, h_start, w_start, pos, best
+    cdef Span th, tw
     cdef floating v, vmax
+    cdef bint take
     cdef const floating* plane
     with nogil:
         for p in prange(P, schedule="static", num_threads=n_threads):
             plane = &x[p, 0, 0]
             for oh in range(H_out):
-                h0 = oh * sH - pH
-                h1 = h0 + (kH - 1) * dH + 1
-                if h1 > H:
-                    h1 = H
-                while h0 < 0:
-                    h0 = h0 + dH
+                h_start = oh * sH - pH
+                th = window_taps(h_start, dH, kH, H)
                 for ow in range(W_out):
-                    w0 = ow * sW - pW
-                    w1 = w0 + (kW - 1) * dW + 1
-                    if w1 > W:
-                        w1 = W
-                    while w0 < 0:
-                        w0 = w0 + dW
-                    best = h0 * W + w0
+                    w_start = ow * sW - pW
+                    tw = window_taps(w_start, dW, kW, W)
+                    best = (h_start + th.lo * dH) * W + w_start + tw.lo * dW
                     vmax = -INFINITY
-                    ih = h0
-                    while ih < h1:
-                        iw = w0
-                        while iw < w1:
-                            v = plane[ih * W + iw]
-                            if v > vmax or isnan(v):
-                                vmax = v
-                                best = ih * W + iw
-                            iw = iw + dW
-                        ih = ih + dH
+                    for kh in range(th.lo, th.hi):
+                        for kw in range(tw.lo, tw.hi):
+                            pos = (h_start + kh * dH) * W + w_start + kw * dW
+                            v = plane[pos]
+                            take = (v > vmax) | (v != v)
+                            vmax = v if take else vmax
+                            best = pos if take else best
                     out[p, oh, ow] = vmax
                     if want_indices:
                         indices[p, oh, ow] = best

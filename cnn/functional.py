@@ -69,16 +69,18 @@ def _float_dtype(arr, name):
 
 
 def _arrays(**named):
-    """Float arrays of one common dtype, C-contiguous; None passes through.
+    """Float arrays of one common dtype, C-contiguous; a bias of None passes through.
 
     Integer and boolean arrays become float64; float32 and float64 are never
     mixed silently.
     """
     out, dtypes = {}, {}
     for name, value in named.items():
-        if value is None:
+        if value is None and name == "bias":
             out[name] = None
             continue
+        if value is None:
+            raise TypeError(f"{name} must be an array, got None")
         arr = np.asarray(value)
         dtypes[name] = _float_dtype(arr, name)
         out[name] = arr
@@ -171,10 +173,8 @@ def conv2d_output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1
     """
     H, W = _input_size(input_size)
     kH, kW = _pair(kernel_size, "kernel_size", 1)
-    sH, sW = _pair(stride, "stride", 1)
-    dH, dW = _pair(dilation, "dilation", 1)
-    (pt, pb), (pl, pr) = _conv_padding(padding, (kH, kW), (sH, sW), (dH, dW))
-    return _conv_out(H, kH, sH, pt + pb, dH), _conv_out(W, kW, sW, pl + pr, dW)
+    g = _conv2d_geometry((1, 1, H, W), (1, 1, kH, kW), stride, padding, dilation, 1, "zeros")
+    return g.H_out, g.W_out
 
 
 def conv_transpose2d_output_shape(input_size, kernel_size, stride=1, padding=0,
@@ -182,23 +182,18 @@ def conv_transpose2d_output_shape(input_size, kernel_size, stride=1, padding=0,
     """(H_out, W_out) of conv_transpose2d: (H - 1)s - 2p + d(k-1) + output_padding + 1."""
     H, W = _input_size(input_size)
     kH, kW = _pair(kernel_size, "kernel_size", 1)
-    sH, sW = _pair(stride, "stride", 1)
-    pH, pW = _pair(padding, "padding", 0)
-    oH, oW = _pair(output_padding, "output_padding", 0)
-    dH, dW = _pair(dilation, "dilation", 1)
-    return ((H - 1) * sH - 2 * pH + dH * (kH - 1) + oH + 1,
-            (W - 1) * sW - 2 * pW + dW * (kW - 1) + oW + 1)
+    g = _conv_transpose2d_geometry((1, 1, H, W), (1, 1, kH, kW), stride, padding,
+                                   output_padding, 1, dilation)
+    return g.H, g.W
 
 
 def pool2d_output_shape(input_size, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False):
     """(H_out, W_out) of max_pool2d/avg_pool2d, with ceil_mode as PyTorch."""
     H, W = _input_size(input_size)
-    kH, kW = _pair(kernel_size, "kernel_size", 1)
-    sH, sW = (kH, kW) if stride is None else _pair(stride, "stride", 1)
-    pH, pW = _pair(padding, "padding", 0)
-    dH, dW = _pair(dilation, "dilation", 1)
-    return (_pool_out(H, kH, sH, pH, dH, ceil_mode), _pool_out(W, kW, sW, pW, dW, ceil_mode))
+    g = _pool2d_geometry((1, 1, H, W), kernel_size, stride, padding, dilation, ceil_mode,
+                         name="input_size")
+    return g.H_out, g.W_out
 
 
 # --------------------------------------------------------------------------
@@ -650,7 +645,23 @@ def _pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
             f"output size ({H_out}, {W_out}) is too small: {name} shape {tuple(x_shape)}, "
             f"kernel_size ({kH}, {kW}), stride ({sH}, {sW}), padding ({pH}, {pW}), "
             f"dilation ({dH}, {dW})")
+    for size, k, s, p, d, n_out, dim in ((H, kH, sH, pH, dH, H_out, "height"),
+                                         (W, kW, sW, pW, dW, W_out, "width")):
+        if _has_empty_window(size, k, s, p, d, n_out):
+            # PyTorch returns -inf there, with an index outside the plane that its own
+            # backward then writes through; we refuse the configuration instead.
+            raise ValueError(
+                f"a pooling window lies wholly in the padding along the {dim}: {name} shape "
+                f"{tuple(x_shape)}, kernel_size ({kH}, {kW}), stride ({sH}, {sW}), "
+                f"padding ({pH}, {pW}), dilation ({dH}, {dW})")
     return _PoolGeometry(N, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW, H_out, W_out)
+
+
+def _has_empty_window(size, k, s, p, d, n_out):
+    """Whether some window's dilated taps all miss [0, size)."""
+    start = np.arange(n_out) * s - p
+    taps = start[:, None] + d * np.arange(k)[None, :]
+    return not np.all(((taps >= 0) & (taps < size)).any(axis=1))
 
 
 def _input_shape(input_shape):
@@ -696,7 +707,8 @@ def max_pool2d_backward(grad_out, indices, input_shape):
         raise TypeError(f"indices must be an integer array, got dtype {indices.dtype}")
     if indices.shape != grad_out.shape:
         raise ValueError(
-            f"indices must have grad_out's shape {grad_out.shape}, got {indices.shape}")
+            f"indices and grad_out must have the same shape, got indices {indices.shape} "
+            f"and grad_out {grad_out.shape}")
     grad_input = np.empty((N, C, H, W), dtype=grad_out.dtype)
     if grad_input.size == 0 or grad_out.size == 0:
         grad_input.fill(0)
