@@ -106,9 +106,14 @@ def _input_size(input_size):
     return h, h
 
 
-def _threads(n_items):
-    """OpenMP threads for a kernel over n_items independent items."""
-    return max(1, min(_ops.max_threads(), n_items))
+# Below this many multiply-adds (or comparisons) per thread, waking a team of
+# OpenMP threads costs more than it saves, and far more on a busy machine.
+_MIN_WORK_PER_THREAD = 1 << 16
+
+
+def _threads(n_items, work):
+    """OpenMP threads for a kernel over n_items independent items doing `work` in all."""
+    return max(1, min(_ops.max_threads(), n_items, work // _MIN_WORK_PER_THREAD))
 
 
 _blas_controllers = None
@@ -364,6 +369,11 @@ def _is_depthwise(g):
 _GEMM_COLUMNS = 256
 
 
+def _conv_work(g):
+    """Multiply-adds of one product of a convolution (forward, or either gradient)."""
+    return g.N * g.C_out * g.H_out * g.W_out * (g.C // g.groups) * g.kH * g.kW
+
+
 class _Workspace:
     """Per-thread scratch of the im2col kernels, bounded per chunk of images, never per batch.
 
@@ -371,9 +381,9 @@ class _Workspace:
     its (M, chunk*L) product, or its gradient, gathered side by side.
     """
 
-    def __init__(self, g, dtype, n_threads=None):
+    def __init__(self, g, dtype):
         L = g.H_out * g.W_out
-        self.n_threads = n_threads or _threads(g.N)
+        self.n_threads = _threads(g.N, _conv_work(g))
         self.chunk = max(1, min(-(-_GEMM_COLUMNS // L), -(-g.N // self.n_threads)))
         width = self.chunk * L
         _as_blas_int(max(g.C * g.kH * g.kW, g.C_out) * width, "the column matrix of a chunk")
@@ -426,7 +436,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if _is_depthwise(g):
         _ops.depthwise_forward(x, weight.reshape(g.C_out, g.kH, g.kW), bias, out,
                                g.sH, g.sW, pH, pW, g.dH, g.dW, has_bias,
-                               _threads(g.N * g.C_out))
+                               _threads(g.N * g.C_out, _conv_work(g)))
         return out
     ws = _Workspace(g, x.dtype)
     with _blas_single_threaded(ws.n_threads):
@@ -473,13 +483,13 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         geometry = (g.sH, g.sW, pH, pW, g.dH, g.dW)
         if _is_depthwise(g):
             w3 = weight.reshape(g.C_out, g.kH, g.kW)
-            n_threads = _threads(g.C_out)
+            n_threads = _threads(g.C_out, _conv_work(g))
             acc = np.empty((n_threads, g.kH * g.kW, g.H_out * g.W_out), dtype=dtype)
             _ops.depthwise_backward_weight(grad_out, xp, grad_weight.reshape(w3.shape), grad_bias,
                                            acc, *geometry, n_threads)
             if needs_input_grad:
                 _ops.depthwise_backward_input(grad_out, w3, grad_xp, *geometry,
-                                              _threads(g.N * g.C))
+                                              _threads(g.N * g.C, _conv_work(g)))
         else:
             ws = _Workspace(g, dtype)
             gw = np.zeros((ws.n_threads, g.C_out, weight[0].size), dtype=dtype)
@@ -690,7 +700,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         _ops.max_pool2d_forward(x.reshape(P, g.H, g.W), out.reshape(P, g.H_out, g.W_out),
                                 indices.reshape(P, g.H_out, g.W_out) if return_indices else indices,
                                 g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, g.dH, g.dW,
-                                return_indices, _threads(P))
+                                return_indices, _threads(P, out.size * g.kH * g.kW))
     return (out, indices) if return_indices else out
 
 
@@ -722,7 +732,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     P = N * C
     _ops.max_pool2d_backward(grad_out.reshape(P, *grad_out.shape[2:]),
                              indices.reshape(P, *indices.shape[2:]),
-                             grad_input.reshape(P, H, W), _threads(P))
+                             grad_input.reshape(P, H, W), _threads(P, grad_input.size))
     return grad_input
 
 
@@ -747,7 +757,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         P = g.N * g.C
         _ops.avg_pool2d_forward(x.reshape(P, g.H, g.W), out.reshape(P, g.H_out, g.W_out),
                                 g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, bool(count_include_pad),
-                                divisor, _threads(P))
+                                divisor, _threads(P, out.size * g.kH * g.kW))
     return out
 
 
@@ -765,7 +775,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
         _ops.avg_pool2d_backward(grad_out.reshape(P, g.H_out, g.W_out),
                                  grad_input.reshape(P, g.H, g.W),
                                  g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, bool(count_include_pad),
-                                 divisor, _threads(P))
+                                 divisor, _threads(P, grad_out.size * g.kH * g.kW))
     return grad_input
 
 

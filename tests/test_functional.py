@@ -387,6 +387,17 @@ def test_pad2d_matches_reference(dtype, mode, data):
         assert_untouched(arrays, originals)
 
 
+@pytest.fixture(params=["default threads", "threads even for tiny work"])
+def threading(request, monkeypatch):
+    """Run a test as is, and again with every kernel split across threads.
+
+    cnn keeps small work on one thread; the second run makes the small shapes
+    here exercise the multi-threaded paths too (per-thread buffers, uneven splits).
+    """
+    if request.param != "default threads":
+        monkeypatch.setattr(F, "_MIN_WORK_PER_THREAD", 1)
+
+
 # Larger than hypothesis draws: several images per thread, uneven splits, bigger GEMMs.
 MEDIUM_CONV2D = [
     ((3, 5, 17, 19), (7, 5, 3, 3), dict(padding=1)),
@@ -399,7 +410,7 @@ MEDIUM_CONV2D = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", MEDIUM_CONV2D)
-def test_conv2d_and_transpose_on_medium_shapes(dtype, x_shape, w_shape, kwargs):
+def test_conv2d_and_transpose_on_medium_shapes(dtype, x_shape, w_shape, kwargs, threading):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal(w_shape).astype(dtype)
@@ -423,7 +434,7 @@ def test_conv2d_and_transpose_on_medium_shapes(dtype, x_shape, w_shape, kwargs):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_pooling_on_medium_shapes(dtype):
+def test_pooling_on_medium_shapes(dtype, threading):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 5, 17, 16)).astype(dtype)
     for kwargs in (dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
