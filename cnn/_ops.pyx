@@ -588,41 +588,71 @@ cdef inline Span window_taps(Py_ssize_t start, Py_ssize_t dilation, Py_ssize_t k
 def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                        floating[:, :, ::1] out,         # OUT (planes, H_out, W_out)
                        int64_t[:, :, ::1] indices,      # OUT, same shape, if want_indices
+                       floating[:, ::1] taps,           # scratch (threads, W_out)
                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                        Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                        bint want_indices, int n_threads):
     """ATen's rule: the first maximum wins, a NaN wins over any number (the last NaN).
 
-    The comparison is written without branches (random data mispredicts them half the time).
+    A row of outputs at a time, taps outermost: each tap updates the running
+    maxima of the whole row in one branch-free pass, visiting each window's
+    inputs in ATen's row-major order. The winning tap is kept as a number of
+    the input's own width (so the pass vectorises) and turned into an index at
+    the end of the row.
     """
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
-    cdef Py_ssize_t p, oh, ow, kh, kw, h_start, w_start, pos, best
-    cdef Span th, tw
-    cdef floating v, vmax
+    cdef Py_ssize_t p, oh, ow, kh, kw, h_start, w_start, off_w, t
+    cdef Span th, tw, w
+    cdef floating v, m, tap, best
     cdef bint take
-    cdef const floating* plane
-    with nogil:
-        for p in prange(P, schedule="static", num_threads=n_threads):
-            plane = &x[p, 0, 0]
+    cdef const floating* src
+    cdef floating* orow
+    cdef floating* trow
+    cdef int tid = 0
+    with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
+        for p in prange(P, schedule="static"):
+            trow = &taps[tid, 0]
             for oh in range(H_out):
                 h_start = oh * sH - pH
                 th = window_taps(h_start, dH, kH, H)
+                orow = &out[p, oh, 0]
                 for ow in range(W_out):
-                    w_start = ow * sW - pW
-                    tw = window_taps(w_start, dW, kW, W)
-                    best = (h_start + th.lo * dH) * W + w_start + tw.lo * dW
-                    vmax = -INFINITY
-                    for kh in range(th.lo, th.hi):
-                        for kw in range(tw.lo, tw.hi):
-                            pos = (h_start + kh * dH) * W + w_start + kw * dW
-                            v = plane[pos]
-                            take = (v > vmax) | (v != v)
-                            vmax = v if take else vmax
-                            best = pos if take else best
-                    out[p, oh, ow] = vmax
-                    if want_indices:
-                        indices[p, oh, ow] = best
+                    orow[ow] = -INFINITY
+                    trow[ow] = -1
+                for kh in range(th.lo, th.hi):
+                    src = &x[p, h_start + kh * dH, 0]
+                    for kw in range(kW):
+                        off_w = kw * dW - pW
+                        w = valid_range(off_w, sW, W, W_out)
+                        tap = kh * kW + kw
+                        if not want_indices:  # values alone vectorise better
+                            for ow in range(w.lo, w.hi):
+                                v = src[ow * sW + off_w]
+                                m = orow[ow]
+                                take = (v > m) | (v != v)
+                                orow[ow] = v if take else m
+                            continue
+                        for ow in range(w.lo, w.hi):
+                            v = src[ow * sW + off_w]
+                            m = orow[ow]
+                            best = trow[ow]
+                            take = (v > m) | (v != v)
+                            orow[ow] = v if take else m
+                            trow[ow] = tap if take else best
+                if want_indices:
+                    for ow in range(W_out):
+                        w_start = ow * sW - pW
+                        if trow[ow] < 0:  # nothing beat -inf: ATen keeps the first input
+                            tw = window_taps(w_start, dW, kW, W)
+                            kh = th.lo
+                            kw = tw.lo
+                        else:
+                            t = <Py_ssize_t>trow[ow]
+                            kh = t // kW
+                            kw = t - kh * kW
+                        indices[p, oh, ow] = (h_start + kh * dH) * W + w_start + kw * dW
 
 
 def max_pool2d_backward(const floating[:, :, ::1] grad_out,   # (planes, H_out, W_out)
@@ -668,63 +698,75 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,
                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                        Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
                        Py_ssize_t divisor_override, int n_threads):
+    """A row of outputs at a time, taps outermost (sums in ATen's order), then the divisors."""
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
-    cdef Py_ssize_t p, oh, ow, ih, iw, divisor
-    cdef Span rh, rw
-    cdef floating acc
-    cdef const floating* plane
+    cdef Py_ssize_t p, oh, ow, ih, kw, off_w, divisor
+    cdef Span rh, rw, w
+    cdef const floating* src
+    cdef floating* orow
     with nogil:
         for p in prange(P, schedule="static", num_threads=n_threads):
-            plane = &x[p, 0, 0]
             for oh in range(H_out):
                 rh = avg_window(oh, sH, pH, kH, H)
+                orow = &out[p, oh, 0]
+                for ow in range(W_out):
+                    orow[ow] = 0
+                for ih in range(rh.lo, rh.hi):
+                    src = &x[p, ih, 0]
+                    for kw in range(kW):
+                        off_w = kw - pW
+                        w = valid_range(off_w, sW, W, W_out)
+                        for ow in range(w.lo, w.hi):
+                            orow[ow] += src[ow * sW + off_w]
                 for ow in range(W_out):
                     rw = avg_window(ow, sW, pW, kW, W)
-                    if rh.lo >= rh.hi or rw.lo >= rw.hi:
-                        out[p, oh, ow] = 0
-                        continue
-                    acc = 0
-                    for ih in range(rh.lo, rh.hi):
-                        for iw in range(rw.lo, rw.hi):
-                            acc = acc + plane[ih * W + iw]
                     if divisor_override > 0:
                         divisor = divisor_override
                     elif count_include_pad:
                         divisor = rh.count * rw.count
                     else:
                         divisor = (rh.hi - rh.lo) * (rw.hi - rw.lo)
-                    out[p, oh, ow] = acc / divisor
+                    if rh.lo >= rh.hi or rw.lo >= rw.hi:
+                        orow[ow] = 0
+                    else:
+                        orow[ow] = orow[ow] / divisor
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
                         floating[:, :, ::1] grad_input,   # OUT (planes, H, W)
+                        floating[:, ::1] scaled,          # scratch (threads, W_out)
                         Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                         Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
                         Py_ssize_t divisor_override, int n_threads):
+    """The forward's adjoint, row by row: divide a row of gradients, then add it back per tap."""
     cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
     cdef Py_ssize_t H_out = grad_out.shape[1], W_out = grad_out.shape[2]
-    cdef Py_ssize_t p, oh, ow, ih, iw, divisor
-    cdef Span rh, rw
-    cdef floating g
-    cdef floating* plane
-    with nogil:
-        for p in prange(P, schedule="static", num_threads=n_threads):
-            plane = &grad_input[p, 0, 0]
-            memset(plane, 0, H * W * sizeof(floating))
+    cdef Py_ssize_t p, oh, ow, ih, kw, off_w, divisor
+    cdef Span rh, rw, w
+    cdef floating* dst
+    cdef floating* srow
+    cdef int tid = 0
+    with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
+        for p in prange(P, schedule="static"):
+            srow = &scaled[tid, 0]
+            memset(&grad_input[p, 0, 0], 0, H * W * sizeof(floating))
             for oh in range(H_out):
                 rh = avg_window(oh, sH, pH, kH, H)
                 for ow in range(W_out):
                     rw = avg_window(ow, sW, pW, kW, W)
-                    if rh.lo >= rh.hi or rw.lo >= rw.hi:
-                        continue
                     if divisor_override > 0:
                         divisor = divisor_override
                     elif count_include_pad:
                         divisor = rh.count * rw.count
                     else:
                         divisor = (rh.hi - rh.lo) * (rw.hi - rw.lo)
-                    g = grad_out[p, oh, ow] / divisor
-                    for ih in range(rh.lo, rh.hi):
-                        for iw in range(rw.lo, rw.hi):
-                            plane[ih * W + iw] += g
+                    srow[ow] = grad_out[p, oh, ow] / divisor if rw.lo < rw.hi else 0
+                for ih in range(rh.lo, rh.hi):
+                    dst = &grad_input[p, ih, 0]
+                    for kw in range(kW):
+                        off_w = kw - pW
+                        w = valid_range(off_w, sW, W, W_out)
+                        for ow in range(w.lo, w.hi):
+                            dst[ow * sW + off_w] += srow[ow]

@@ -697,10 +697,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     indices = np.empty(out.shape if return_indices else (0, 0, 0), dtype=np.int64)
     if out.size:
         P = g.N * g.C
+        n_threads = _threads(P, out.size * g.kH * g.kW)
         _ops.max_pool2d_forward(x.reshape(P, g.H, g.W), out.reshape(P, g.H_out, g.W_out),
                                 indices.reshape(P, g.H_out, g.W_out) if return_indices else indices,
+                                np.empty((n_threads, g.W_out), dtype=x.dtype),
                                 g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, g.dH, g.dW,
-                                return_indices, _threads(P, out.size * g.kH * g.kW))
+                                return_indices, n_threads)
     return (out, indices) if return_indices else out
 
 
@@ -772,10 +774,12 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     grad_input = np.zeros(shape, dtype=grad_out.dtype)
     if grad_input.size:
         P = g.N * g.C
+        n_threads = _threads(P, grad_out.size * g.kH * g.kW)
         _ops.avg_pool2d_backward(grad_out.reshape(P, g.H_out, g.W_out),
                                  grad_input.reshape(P, g.H, g.W),
+                                 np.empty((n_threads, g.W_out), dtype=grad_out.dtype),
                                  g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, bool(count_include_pad),
-                                 divisor, _threads(P, grad_out.size * g.kH * g.kW))
+                                 divisor, n_threads)
     return grad_input
 
 
