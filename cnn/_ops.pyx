@@ -163,11 +163,14 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t ld,
                  floating* col) noexcept nogil:  # OUT: col (C*kH*kW, ld), first H_out*W_out columns
     """Row (c, i, j) of col holds x[c, oh*sH - pH + i*dH, ow*sW - pW + j*dW], 0 outside."""
-    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w
+    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w, first, last
     cdef Span h, w
     cdef floating* row
     cdef floating* dst
     cdef const floating* src
+    # Stride 1 and "same" width: row (c, i, j) is the image shifted by a constant,
+    # so its valid block is one copy; only the columns that wrapped around are zeroed.
+    cdef bint shifted_copy = sH == 1 and sW == 1 and W_out == W
     for c in range(C):
         for i in range(kH):
             off_h = i * dH - pH
@@ -178,6 +181,19 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                 row = col + ((c * kH + i) * kW + j) * ld
                 for ow in range(h.lo * W_out):
                     row[ow] = 0
+                if shifted_copy and h.lo < h.hi and w.lo < w.hi:
+                    first = h.lo * W + w.lo
+                    last = (h.hi - 1) * W + w.hi
+                    memcpy(row + first, x + c * H * W + first + off_h * W + off_w,
+                           (last - first) * sizeof(floating))
+                    for oh in range(h.lo, h.hi):
+                        for ow in range(w.lo):
+                            row[oh * W + ow] = 0
+                        for ow in range(w.hi, W):
+                            row[oh * W + ow] = 0
+                    for ow in range(h.hi * W_out, H_out * W_out):
+                        row[ow] = 0
+                    continue
                 for oh in range(h.lo, h.hi):
                     dst = row + oh * W_out
                     src = x + (c * H + oh * sH + off_h) * W
@@ -195,17 +211,23 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                     row[ow] = 0
 
 
-cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+cdef void col2im(floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                  Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                  Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t ld,
-                 floating* x) noexcept nogil:  # OUT: x (C, H, W)
-    """The adjoint of im2col: x = 0, then every entry of col is added where im2col read it."""
-    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w
+                 floating* x) noexcept nogil:  # OUT: x (C, H, W); col is scratch
+    """The adjoint of im2col: x = 0, then every entry of col is added where im2col read it.
+
+    With stride 1 and "same" width, a row of col is added as one shifted block:
+    its entries that fall in the padding are zeroed first (col is scratch), so
+    the columns that wrap around add nothing.
+    """
+    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w, first, last, t, shift
     cdef Span h, w
-    cdef const floating* row
+    cdef floating* row
     cdef const floating* src
     cdef floating* dst
+    cdef bint shifted_add = sH == 1 and sW == 1 and W_out == W
     memset(x, 0, C * H * W * sizeof(floating))
     for c in range(C):
         for i in range(kH):
@@ -215,6 +237,18 @@ cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                 off_w = j * dW - pW
                 w = valid_range(off_w, sW, W, W_out)
                 row = col + ((c * kH + i) * kW + j) * ld
+                if shifted_add and h.lo < h.hi and w.lo < w.hi:
+                    for oh in range(h.lo, h.hi):
+                        for ow in range(w.lo):
+                            row[oh * W + ow] = 0
+                        for ow in range(w.hi, W):
+                            row[oh * W + ow] = 0
+                    first = h.lo * W + w.lo
+                    last = (h.hi - 1) * W + w.hi
+                    shift = c * H * W + off_h * W + off_w
+                    for t in range(first, last):
+                        x[t + shift] += row[t]
+                    continue
                 for oh in range(h.lo, h.hi):
                     src = row + oh * W_out
                     dst = x + (c * H + oh * sH + off_h) * W
@@ -308,7 +342,7 @@ def im2col_gemm(const floating[:, :, :, ::1] x,
         cnn_ftz_end(mxcsr)
 
 
-def gemm_col2im(const floating[:, :, ::1] src,
+def gemm_col2im(const floating[:, :, ::1] src,  # (N, M, H_src*W_src)
                 const floating[:, ::1] weight,
                 const floating[::1] bias,
                 floating[:, :, :, ::1] out,   # OUT (N, C, H, W)
