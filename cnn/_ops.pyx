@@ -456,30 +456,99 @@ def weight_grad(const floating[:, :, ::1] a,
 # Depthwise convolution (one input channel per group) by direct loops
 # --------------------------------------------------------------------------
 
+cdef void pad_plane(const floating* src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t top,
+                    Py_ssize_t left, Py_ssize_t Hp, Py_ssize_t Wp,
+                    floating* dst) noexcept nogil:  # OUT: dst (Hp, Wp)
+    """dst = src placed with its corner at (top, left) >= 0, zeros around, clipped to (Hp, Wp)."""
+    cdef Py_ssize_t r, q, ih, hi = min(Wp, left + W)
+    cdef floating* row
+    for r in range(Hp):
+        row = dst + r * Wp
+        ih = r - top
+        if ih < 0 or ih >= H:
+            for q in range(Wp):
+                row[q] = 0
+            continue
+        for q in range(left):
+            row[q] = 0
+        for q in range(left, hi):
+            row[q] = src[ih * W + q - left]
+        for q in range(hi, Wp):
+            row[q] = 0
+
+
+cdef void conv3x3_plane(const floating* xp, Py_ssize_t Wp, const floating* k, bint flip,
+                        floating init, bint accumulate, Py_ssize_t H_out, Py_ssize_t W_out,
+                        floating* out) noexcept nogil:  # OUT: out (H_out, W_out)
+    """One plane of a stride-1 3x3 correlation of a padded plane: all nine taps per output.
+
+    Each output is summed in registers in tap order (i, j), on top of `init` or
+    of out's own value; `flip` takes the kernel rotated by 180 degrees (the
+    input gradient of a correlation is a correlation with the flipped kernel).
+    """
+    cdef floating k0, k1, k2, k3, k4, k5, k6, k7, k8
+    cdef Py_ssize_t oh, ow
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef const floating* r2
+    cdef floating* dst
+    if flip:
+        k0, k1, k2, k3, k4, k5, k6, k7, k8 = k[8], k[7], k[6], k[5], k[4], k[3], k[2], k[1], k[0]
+    else:
+        k0, k1, k2, k3, k4, k5, k6, k7, k8 = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+    if not accumulate:
+        for ow in range(H_out * W_out):
+            out[ow] = init
+    for oh in range(H_out):
+        r0 = xp + oh * Wp
+        r1 = r0 + Wp
+        r2 = r1 + Wp
+        dst = out + oh * W_out
+        for ow in range(W_out):
+            dst[ow] = (dst[ow]
+                       + k0 * r0[ow] + k1 * r0[ow + 1] + k2 * r0[ow + 2]
+                       + k3 * r1[ow] + k4 * r1[ow + 1] + k5 * r1[ow + 2]
+                       + k6 * r2[ow] + k7 * r2[ow + 1] + k8 * r2[ow + 2])
+
+
 def depthwise_forward(const floating[:, :, :, ::1] x,
                       const floating[:, :, ::1] weight,   # (C_out, kH, kW)
                       const floating[::1] bias,
                       floating[:, :, :, ::1] out,         # OUT (N, C_out, H_out, W_out)
+                      floating[:, ::1] padded,            # scratch (threads, (H_out+2)*(W_out+2)) or (threads, 0)
                       Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
                       Py_ssize_t dH, Py_ssize_t dW, bint has_bias, int n_threads):
-    """out[n, co] = sum over taps of weight[co, i, j] * shifted x[n, co // multiplier]."""
+    """out[n, co] = sum over taps of weight[co, i, j] * shifted x[n, co // multiplier].
+
+    A non-empty `padded` selects the stride-1 3x3 path: the input plane is
+    padded once and each output sums its nine taps in registers.
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t C_out = out.shape[1], H_out = out.shape[2], W_out = out.shape[3]
     cdef Py_ssize_t kH = weight.shape[1], kW = weight.shape[2]
     cdef Py_ssize_t multiplier = C_out // C
     cdef Py_ssize_t p, n, co, i, j, oh, ow, off_h, off_w
     cdef Span h, w
+    cdef bint fast = padded.shape[1] > 0
     cdef floating w0
     cdef floating* dst
     cdef const floating* src
+    cdef int tid = 0
     cdef unsigned int mxcsr = 0
     with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
         for p in prange(N * C_out, schedule="static"):
             n = p // C_out
             co = p % C_out
             dst = &out[n, co, 0, 0]
             w0 = bias[co] if has_bias else 0
+            if fast:
+                pad_plane(&x[n, co // multiplier, 0, 0], H, W, pH, pW, H_out + 2, W_out + 2,
+                          &padded[tid, 0])
+                conv3x3_plane(&padded[tid, 0], W_out + 2, &weight[co, 0, 0], False, w0, False,
+                              H_out, W_out, dst)
+                continue
             for oh in range(H_out * W_out):
                 dst[oh] = w0
             for i in range(kH):
@@ -503,8 +572,15 @@ def depthwise_forward(const floating[:, :, :, ::1] x,
 def depthwise_backward_input(const floating[:, :, :, ::1] grad_out,
                              const floating[:, :, ::1] weight,
                              floating[:, :, :, ::1] grad_input,  # OUT (N, C, H, W)
+                             floating[:, ::1] padded,  # scratch (threads, (H+2)*(W+2)) or (threads, 0)
                              Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
                              Py_ssize_t dH, Py_ssize_t dW, int n_threads):
+    """grad_input[n, c] = sum over its output channels of the correlation's adjoint.
+
+    A non-empty `padded` selects the stride-1 3x3 path (padding at most 2): the
+    adjoint is then a 3x3 correlation of grad_out padded by 2 - padding with the
+    flipped kernel.
+    """
     cdef Py_ssize_t N = grad_input.shape[0], C = grad_input.shape[1]
     cdef Py_ssize_t H = grad_input.shape[2], W = grad_input.shape[3]
     cdef Py_ssize_t C_out = grad_out.shape[1], H_out = grad_out.shape[2], W_out = grad_out.shape[3]
@@ -512,15 +588,25 @@ def depthwise_backward_input(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t multiplier = C_out // C
     cdef Py_ssize_t p, n, c, co, i, j, oh, ow, off_h, off_w
     cdef Span h, w
+    cdef bint fast = padded.shape[1] > 0
     cdef floating w0
     cdef floating* dst
     cdef const floating* src
+    cdef int tid = 0
     cdef unsigned int mxcsr = 0
     with nogil, parallel(num_threads=n_threads):
+        tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
         for p in prange(N * C, schedule="static"):
             n = p // C
             c = p % C
+            if fast:
+                for co in range(c * multiplier, (c + 1) * multiplier):
+                    pad_plane(&grad_out[n, co, 0, 0], H_out, W_out, 2 - pH, 2 - pW, H + 2, W + 2,
+                              &padded[tid, 0])
+                    conv3x3_plane(&padded[tid, 0], W + 2, &weight[co, 0, 0], True, 0,
+                                  co > c * multiplier, H, W, &grad_input[n, c, 0, 0])
+                continue
             memset(&grad_input[n, c, 0, 0], 0, H * W * sizeof(floating))
             for co in range(c * multiplier, (c + 1) * multiplier):
                 for i in range(kH):

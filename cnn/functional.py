@@ -364,6 +364,12 @@ def _is_depthwise(g):
     return g.groups > 1 and g.C == g.groups
 
 
+def _depthwise_scratch(g, n_threads, dtype, size):
+    """Padded-plane scratch that selects the depthwise 3x3, stride-1 kernels; empty otherwise."""
+    fast = (g.kH, g.kW, g.sH, g.sW, g.dH, g.dW) == (3, 3, 1, 1, 1, 1)
+    return np.empty((n_threads, size if fast else 0), dtype=dtype)
+
+
 # Images narrower than this many output pixels are put side by side, a chunk
 # of them per GEMM: one product of 256+ columns runs far faster than many of 16.
 _GEMM_COLUMNS = 256
@@ -434,9 +440,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         return out
     x, pH, pW = _padded_input(x, g)
     if _is_depthwise(g):
-        _ops.depthwise_forward(x, weight.reshape(g.C_out, g.kH, g.kW), bias, out,
-                               g.sH, g.sW, pH, pW, g.dH, g.dW, has_bias,
-                               _threads(g.N * g.C_out, _conv_work(g)))
+        n_threads = _threads(g.N * g.C_out, _conv_work(g))
+        padded = _depthwise_scratch(g, n_threads, x.dtype, (g.H_out + 2) * (g.W_out + 2))
+        _ops.depthwise_forward(x, weight.reshape(g.C_out, g.kH, g.kW), bias, out, padded,
+                               g.sH, g.sW, pH, pW, g.dH, g.dW, has_bias, n_threads)
         return out
     ws = _Workspace(g, x.dtype)
     with _blas_single_threaded(ws.n_threads):
@@ -488,8 +495,11 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             _ops.depthwise_backward_weight(grad_out, xp, grad_weight.reshape(w3.shape), grad_bias,
                                            acc, *geometry, n_threads)
             if needs_input_grad:
-                _ops.depthwise_backward_input(grad_out, w3, grad_xp, *geometry,
-                                              _threads(g.N * g.C, _conv_work(g)))
+                n_threads = _threads(g.N * g.C, _conv_work(g))
+                padded = _depthwise_scratch(g, n_threads, dtype, (xp.shape[2] + 2) * (xp.shape[3] + 2))
+                if pH > 2 or pW > 2:  # the 3x3 adjoint pads grad_out by 2 - padding
+                    padded = padded[:, :0]
+                _ops.depthwise_backward_input(grad_out, w3, grad_xp, padded, *geometry, n_threads)
         else:
             ws = _Workspace(g, dtype)
             gw = np.zeros((ws.n_threads, g.C_out, weight[0].size), dtype=dtype)
