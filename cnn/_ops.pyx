@@ -720,6 +720,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
     the input's own width (so the pass vectorises) and turned into an index at
     the end of the row.
     """
+    cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
     cdef Py_ssize_t p, oh, ow, kh, kw, h_start, w_start, off_w, t
@@ -732,6 +733,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
     cdef int tid = 0
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
+        mxcsr = cnn_ftz_begin()
         for p in prange(P, schedule="static"):
             trow = &taps[tid, 0]
             for oh in range(H_out):
@@ -773,26 +775,30 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                             kh = t // kW
                             kw = t - kh * kW
                         indices[p, oh, ow] = (h_start + kh * dH) * W + w_start + kw * dW
+        cnn_ftz_end(mxcsr)
 
 
 def max_pool2d_backward(const floating[:, :, ::1] grad_out,   # (planes, H_out, W_out)
                         const int64_t[:, :, ::1] indices,
                         floating[:, :, ::1] grad_input,       # OUT (planes, H, W)
                         int n_threads):
+    cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = grad_input.shape[0], HW = grad_input.shape[1] * grad_input.shape[2]
     cdef Py_ssize_t L = grad_out.shape[1] * grad_out.shape[2]
     cdef Py_ssize_t p, l
     cdef floating* dst
     cdef const floating* g
     cdef const int64_t* idx
-    with nogil:
-        for p in prange(P, schedule="static", num_threads=n_threads):
+    with nogil, parallel(num_threads=n_threads):
+        mxcsr = cnn_ftz_begin()
+        for p in prange(P, schedule="static"):
             dst = &grad_input[p, 0, 0]
             g = &grad_out[p, 0, 0]
             idx = &indices[p, 0, 0]
             memset(dst, 0, HW * sizeof(floating))
             for l in range(L):
                 dst[idx[l]] += g[l]
+        cnn_ftz_end(mxcsr)
 
 
 cdef inline Span avg_window(Py_ssize_t o, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t k,
@@ -819,14 +825,16 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,
                        Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
                        Py_ssize_t divisor_override, int n_threads):
     """A row of outputs at a time, taps outermost (sums in ATen's order), then the divisors."""
+    cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
     cdef Py_ssize_t p, oh, ow, ih, kw, off_w, divisor
     cdef Span rh, rw, w
     cdef const floating* src
     cdef floating* orow
-    with nogil:
-        for p in prange(P, schedule="static", num_threads=n_threads):
+    with nogil, parallel(num_threads=n_threads):
+        mxcsr = cnn_ftz_begin()
+        for p in prange(P, schedule="static"):
             for oh in range(H_out):
                 rh = avg_window(oh, sH, pH, kH, H)
                 orow = &out[p, oh, 0]
@@ -851,6 +859,7 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,
                         orow[ow] = 0
                     else:
                         orow[ow] = orow[ow] / divisor
+        cnn_ftz_end(mxcsr)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
@@ -860,6 +869,7 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
                         Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
                         Py_ssize_t divisor_override, int n_threads):
     """The forward's adjoint, row by row: divide a row of gradients, then add it back per tap."""
+    cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
     cdef Py_ssize_t H_out = grad_out.shape[1], W_out = grad_out.shape[2]
     cdef Py_ssize_t p, oh, ow, ih, kw, off_w, divisor
@@ -869,6 +879,7 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
     cdef int tid = 0
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
+        mxcsr = cnn_ftz_begin()
         for p in prange(P, schedule="static"):
             srow = &scaled[tid, 0]
             memset(&grad_input[p, 0, 0], 0, H * W * sizeof(floating))
@@ -890,3 +901,4 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
                         w = valid_range(off_w, sW, W, W_out)
                         for ow in range(w.lo, w.hi):
                             dst[ow * sW + off_w] += srow[ow]
+        cnn_ftz_end(mxcsr)

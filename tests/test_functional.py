@@ -831,3 +831,18 @@ def test_integer_input_becomes_float64_and_dtype_is_kept(dtype):
     assert F.avg_pool2d(x, 2).dtype == np.float64
     assert F.pad2d(x, (1, 1, 1, 1)).dtype == np.float64
     np.testing.assert_array_equal(F.max_pool2d(x, 2), R.max_pool2d(x, 2))
+
+
+def test_kernels_restore_the_callers_denormal_mode():
+    # The kernels flush denormals to zero while they run (denormals slow x86 arithmetic
+    # many times over), and must give the caller's thread its floating-point mode back.
+    tiny = np.array([1e-39, -3e-40], dtype=np.float32)  # below float32's smallest normal
+    x = np.full((2, 3, 6, 6), 1e-39, dtype=np.float32)
+    weight = np.ones((4, 3, 3, 3), dtype=np.float32)
+    y = F.conv2d(x, weight, padding=1)
+    F.conv2d_backward(y, x, weight, padding=1)
+    F.avg_pool2d_backward(F.avg_pool2d(x, 2), x.shape, 2)
+    out, indices = F.max_pool2d(x, 2, return_indices=True)
+    F.max_pool2d_backward(out, indices, x.shape)
+    np.testing.assert_array_equal(tiny * np.float32(1), tiny)
+    assert (tiny + np.float32(0))[0] != 0
