@@ -328,6 +328,8 @@ def _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups, paddin
     sH, sW = _pair(stride, "stride", 1)
     dH, dW = _pair(dilation, "dilation", 1)
     _check_pad_mode(padding_mode, "padding_mode")
+    if C == 0:
+        raise ValueError(f"x must have at least one input channel, got shape {tuple(x_shape)}")
     if C % groups or C_out % groups:
         raise ValueError(
             f"groups={groups} must divide both C_in={C} (x shape {tuple(x_shape)}) and "
@@ -486,7 +488,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     grad_bias = np.zeros(g.C_out, dtype=dtype)
     xp, pH, pW = _padded_input(x, g)
     grad_xp = np.zeros(xp.shape, dtype=dtype) if needs_input_grad else None
-    if g.N and g.H_out * g.W_out:
+    if g.N and g.C_out and g.H_out * g.W_out:
         geometry = (g.sH, g.sW, pH, pW, g.dH, g.dW)
         if _is_depthwise(g):
             w3 = weight.reshape(g.C_out, g.kH, g.kW)
@@ -502,7 +504,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                 _ops.depthwise_backward_input(grad_out, w3, grad_xp, padded, *geometry, n_threads)
         else:
             ws = _Workspace(g, dtype)
-            gw = np.zeros((ws.n_threads, g.C_out, weight[0].size), dtype=dtype)
+            gw = np.zeros((ws.n_threads, g.C_out, weight.size // g.C_out), dtype=dtype)
             gb = np.zeros((ws.n_threads, g.C_out), dtype=dtype)
             g_flat = grad_out.reshape(g.N, g.C_out, -1)
             sizes = (g.H_out, g.W_out, g.groups, ws.chunk)
@@ -542,6 +544,10 @@ def _conv_transpose2d_geometry(x_shape, w_shape, stride, padding, output_padding
     dH, dW = _pair(dilation, "dilation", 1)
     pH, pW = _pair(padding, "padding", 0)
     oH, oW = _pair(output_padding, "output_padding", 0)
+    if C_in == 0 or C_out_g == 0:
+        raise ValueError(
+            f"conv_transpose2d needs at least one input and one output channel, got x shape "
+            f"{tuple(x_shape)} and weight shape {tuple(w_shape)}")
     if C_w != C_in:
         raise ValueError(
             f"weight of shape {tuple(w_shape)} expects C_in={C_w} input channels, "
@@ -620,9 +626,9 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     grad_input = np.zeros(x.shape, dtype=dtype) if needs_input_grad else None
     grad_weight = np.zeros(weight.shape, dtype=dtype)
     grad_bias = grad_out.sum(axis=(0, 2, 3))
-    if g.N and g.H_out * g.W_out:
+    if g.N and g.C_out and g.H_out * g.W_out:
         ws = _Workspace(g, dtype)
-        gw = np.zeros((ws.n_threads, g.C_out, weight[0].size), dtype=dtype)
+        gw = np.zeros((ws.n_threads, g.C_out, weight.size // g.C_out), dtype=dtype)
         x_flat = x.reshape(g.N, g.C_out, -1)
         geometry = (g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW, g.H_out, g.W_out, g.groups,
                     ws.chunk)

@@ -846,3 +846,15 @@ def test_kernels_restore_the_callers_denormal_mode():
     F.max_pool2d_backward(out, indices, x.shape)
     np.testing.assert_array_equal(tiny * np.float32(1), tiny)
     assert (tiny + np.float32(0))[0] != 0
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_conv2d_with_no_output_channels(groups):
+    # Nothing to compute, but every shape must come back right (no BLAS call with a zero size).
+    x = np.ones((2, 4, 5, 5))
+    weight = np.ones((0, 4 // groups, 3, 3))
+    y = F.conv2d(x, weight, groups=groups)
+    assert y.shape == (2, 0, 3, 3)
+    grad_input, grad_weight, grad_bias = F.conv2d_backward(y, x, weight, groups=groups)
+    np.testing.assert_array_equal(grad_input, np.zeros(x.shape))
+    assert grad_weight.shape == weight.shape and grad_bias.shape == (0,)
