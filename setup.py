@@ -42,6 +42,19 @@ def _compiler_has_openmp():
 
 
 debug = _flag("CNN_CYTHON_DEBUG")
+
+
+def _mode_changed(mode, stamp="cnn/_ops.build-mode"):
+    """Whether the generated C was made in another mode (the directives are baked into it)."""
+    try:
+        with open(stamp) as f:
+            previous = f.read().strip()
+    except OSError:
+        previous = None
+    with open(stamp, "w") as f:
+        f.write(mode)
+    return previous != mode
+
 # GCC would turn the kernels' short zeroing and copy loops (a few pixels per image
 # row) into memset/memcpy calls, whose call overhead costs more than the loops.
 compile_args = ["-O3", "-fno-tree-loop-distribute-patterns"]
@@ -76,7 +89,7 @@ setup(
             "initializedcheck": debug,
             "cdivision": not debug,
         },
-        # A debug build must not reuse C files generated without checks.
-        force=debug,
+        # Switching between a debug and a release build must regenerate the C file.
+        force=_mode_changed("debug" if debug else "release"),
     ),
 )
