@@ -715,6 +715,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                        floating[:, :, ::1] out,         # OUT (planes, H_out, W_out)
                        int64_t[:, :, ::1] indices,      # OUT, same shape, if want_indices
                        floating[:, ::1] taps,           # scratch (threads, W_out)
+                       const int64_t[::1] tap_offsets,  # (kH*kW,): kh*dH*W + kw*dW
                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                        Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                        bint want_indices, int n_threads):
@@ -729,7 +730,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
     cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
-    cdef Py_ssize_t p, oh, ow, kh, kw, h_start, w_start, off_w, t
+    cdef Py_ssize_t p, oh, ow, kh, kw, h_start, w_start, off_w
     cdef Span th, tw, w
     cdef floating v, m, tap, best
     cdef bint take
@@ -776,11 +777,10 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                             tw = window_taps(w_start, dW, kW, W)
                             kh = th.lo
                             kw = tw.lo
+                            indices[p, oh, ow] = (h_start + kh * dH) * W + w_start + kw * dW
                         else:
-                            t = <Py_ssize_t>trow[ow]
-                            kh = t // kW
-                            kw = t - kh * kW
-                        indices[p, oh, ow] = (h_start + kh * dH) * W + w_start + kw * dW
+                            indices[p, oh, ow] = (h_start * W + w_start
+                                                  + tap_offsets[<Py_ssize_t>trow[ow]])
         cnn_ftz_end(mxcsr)
 
 

@@ -717,6 +717,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         _ops.max_pool2d_forward(x.reshape(P, g.H, g.W), out.reshape(P, g.H_out, g.W_out),
                                 indices.reshape(P, g.H_out, g.W_out) if return_indices else indices,
                                 np.empty((n_threads, g.W_out), dtype=x.dtype),
+                                (np.arange(g.kH)[:, None] * (g.dH * g.W)
+                                 + np.arange(g.kW)[None, :] * g.dW).ravel(),
                                 g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, g.dH, g.dW,
                                 return_indices, n_threads)
     return (out, indices) if return_indices else out
