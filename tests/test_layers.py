@@ -11,6 +11,7 @@ import pytest
 
 import cnn.layers as L
 from cnn.parameter import Parameter
+from gradcheck import numerical_grad
 
 RNG_SEED = 1234
 
@@ -83,21 +84,6 @@ def _make(factory, dtype=np.float64):
     return layer
 
 
-def _numeric_grad(f, arr, eps=1e-6):
-    """Central differences of the scalar f() with respect to every entry of arr (changed in place)."""
-    grad = np.zeros_like(arr)
-    flat, gflat = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
-
-
 # ---------------------------------------------------------------- finite differences
 @pytest.mark.parametrize("factory,shape", [c[1:] for c in LAYERS], ids=IDS)
 def test_gradients_match_finite_differences(factory, shape):
@@ -118,9 +104,9 @@ def test_gradients_match_finite_differences(factory, shape):
         layer.rng = np.random.default_rng(0)
     layer(x)
     grad_input = layer.backward(weights)
-    np.testing.assert_allclose(grad_input, _numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad_input, numerical_grad(loss, x), rtol=1e-6, atol=1e-7)
     for name, p in layer.named_parameters():
-        np.testing.assert_allclose(p.grad, _numeric_grad(loss, p.data), rtol=1e-6, atol=1e-7,
+        np.testing.assert_allclose(p.grad, numerical_grad(loss, p.data), rtol=1e-6, atol=1e-7,
                                    err_msg=name)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 import cnn.layers as L
 from cnn.model import Sequential
+from gradcheck import numerical_grad
 
 
 def _rand(shape, seed=0):
@@ -42,20 +43,6 @@ def every_layer(nn, rng=None):
     ]
 
 
-def _numeric_grad(f, arr, eps=1e-6):
-    grad = np.zeros_like(arr)
-    flat, gflat = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
-
-
 # ---------------------------------------------------------------- gradients
 def test_whole_network_gradients_match_finite_differences():
     model = Sequential(
@@ -72,9 +59,9 @@ def test_whole_network_gradients_match_finite_differences():
 
     model(x)
     grad_input = model.backward(weights)
-    np.testing.assert_allclose(grad_input, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(grad_input, numerical_grad(loss, x), rtol=1e-6, atol=1e-8)
     for name, p in model.named_parameters():
-        np.testing.assert_allclose(p.grad, _numeric_grad(loss, p.data), rtol=1e-6, atol=1e-8,
+        np.testing.assert_allclose(p.grad, numerical_grad(loss, p.data), rtol=1e-6, atol=1e-8,
                                    err_msg=name)
 
 
