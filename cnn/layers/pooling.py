@@ -78,6 +78,9 @@ class MaxPool2d(_PoolNd):
 
     def forward(self, x):
         x2 = self._x_2d(as_input(x))
+        if not self.training:  # inference needs no indices, and is faster without them
+            return self._out_nd(F.max_pool2d(x2, self._k2, self._s2, self._p2, self._d2,
+                                             self.ceil_mode))
         out, indices = F.max_pool2d(x2, self._k2, self._s2, self._p2, self._d2, self.ceil_mode,
                                     return_indices=True)
         self._save_for_backward(indices, x2.shape)
