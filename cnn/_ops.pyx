@@ -521,7 +521,7 @@ def depthwise_forward(const floating[:, :, :, ::1] x,
                       const floating[:, :, ::1] weight,   # (C_out, kH, kW)
                       const floating[::1] bias,
                       floating[:, :, :, ::1] out,         # OUT (N, C_out, H_out, W_out)
-                      floating[:, ::1] padded,            # scratch (threads, (H_out+2)*(W_out+2)) or (threads, 0)
+                      floating[:, :] padded,              # scratch (threads, (H_out+2)*(W_out+2)) or (threads, 0)
                       Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
                       Py_ssize_t dH, Py_ssize_t dW, bint has_bias, int n_threads):
     """out[n, co] = sum over taps of weight[co, i, j] * shifted x[n, co // multiplier].
@@ -578,7 +578,7 @@ def depthwise_forward(const floating[:, :, :, ::1] x,
 def depthwise_backward_input(const floating[:, :, :, ::1] grad_out,
                              const floating[:, :, ::1] weight,
                              floating[:, :, :, ::1] grad_input,  # OUT (N, C, H, W)
-                             floating[:, ::1] padded,  # scratch (threads, (H+2)*(W+2)) or (threads, 0)
+                             floating[:, :] padded,    # scratch (threads, (H+2)*(W+2)) or (threads, 0)
                              Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
                              Py_ssize_t dH, Py_ssize_t dW, int n_threads):
     """grad_input[n, c] = sum over its output channels of the correlation's adjoint.
@@ -714,7 +714,7 @@ cdef inline Span window_taps(Py_ssize_t start, Py_ssize_t dilation, Py_ssize_t k
 def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                        floating[:, :, ::1] out,         # OUT (planes, H_out, W_out)
                        int64_t[:, :, ::1] indices,      # OUT, same shape, if want_indices
-                       floating[:, ::1] taps,           # scratch (threads, W_out)
+                       floating[:, :] taps,             # scratch (threads, W_out)
                        const int64_t[::1] tap_offsets,  # (kH*kW,): kh*dH*W + kw*dW
                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                        Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
@@ -870,7 +870,7 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
                         floating[:, :, ::1] grad_input,   # OUT (planes, H, W)
-                        floating[:, ::1] scaled,          # scratch (threads, W_out)
+                        floating[:, :] scaled,            # scratch (threads, W_out)
                         Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                         Py_ssize_t pH, Py_ssize_t pW, bint count_include_pad,
                         Py_ssize_t divisor_override, int n_threads):
