@@ -32,14 +32,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
-from threadpoolctl import threadpool_limits
 
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU)
 from .losses import CrossEntropyLoss, log_softmax, softmax
 from .model import Sequential, _leaves
 from .optim import SGD, Adam
-from .train import NonFiniteLossError, _train_validation_split, fit, predict_batches
+from .train import (NonFiniteLossError, _train_validation_split, blas_on_one_thread, fit,
+                    predict_batches)
 
 __all__ = ["CNNClassifier"]
 
@@ -551,7 +551,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             When the loss becomes NaN or infinite (a learning rate too large);
             the estimator is left as it was before the call.
         """
-        with _one_blas_thread(), self._unchanged_on_error():
+        with blas_on_one_thread(), self._unchanged_on_error():
             return self._fit(X, y, validation_data=validation_data, incremental=False)
 
     def partial_fit(self, X, y, classes=None):
@@ -576,7 +576,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 np.unique(np.asarray(classes)), self.classes_):
             raise ValueError(f"classes={classes!r} is not the same as on the first call to "
                              f"partial_fit, {self.classes_.tolist()}")
-        with _one_blas_thread(), self._unchanged_on_error():
+        with blas_on_one_thread(), self._unchanged_on_error():
             return self._fit(X, y, classes=classes, incremental=True)
 
     @contextlib.contextmanager
@@ -792,7 +792,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         images, _, _ = self._validate_X(X, reset=False)
         x = self._normalise(images, self.input_mean_, self.input_std_)
-        with _one_blas_thread():
+        with blas_on_one_thread():
             return predict_batches(self.model_, x).astype(np.float64)
 
     def predict_proba(self, X):
@@ -956,17 +956,6 @@ def _all_finite(model):
     """Whether every weight and running statistic of the model is finite."""
     return all(np.isfinite(p.data).all() for p in model.parameters()) and all(
         np.isfinite(b).all() for b in model.buffers() if b.dtype.kind == "f")
-
-
-def _one_blas_thread():
-    """A context in which BLAS runs on one thread (the convolutions keep their OpenMP threads).
-
-    The dense layers' products are small, and idle BLAS threads spin-wait for
-    work, taking cores from the convolution kernels' OpenMP threads: fitting
-    the default network on digits took 20.8 s on 2 cores with BLAS threads and
-    6.6 s without.
-    """
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _jsonable(value):
