@@ -23,7 +23,6 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -36,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU)
 from .losses import CrossEntropyLoss, log_softmax, softmax
-from .model import Sequential, _leaves
+from .model import Sequential, _leaves, write_npz_atomically
 from .optim import SGD, Adam
 from .train import (NonFiniteLossError, _train_validation_split, blas_on_one_thread, fit,
                     predict_batches)
@@ -896,7 +895,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names_in_"] = np.asarray(self.feature_names_in_).astype(str)
         arrays[_META_KEY] = np.array(json.dumps(meta))
-        _write_npz_atomically(os.fspath(path), arrays)
+        write_npz_atomically(os.fspath(path), arrays)
 
     @classmethod
     def load(cls, path):
@@ -967,22 +966,3 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _write_npz_atomically(path, arrays):
-    """np.savez to a temporary file in path's directory, then renamed over path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)  # mkstemp makes the file private; give it the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -153,23 +153,7 @@ class Sequential(Module):
         meta = {"format": _FORMAT, "version": FORMAT_VERSION, "architecture": self.get_config()}
         arrays = self.state_dict()
         arrays[_META_KEY] = np.array(json.dumps(meta))
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            # mkstemp makes the file private (0600); give it the usual permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_npz_atomically(path, arrays)
 
     @classmethod
     def load(cls, path):
@@ -434,3 +418,27 @@ class ModelSummary:
             f"Activation memory: {self.activation_bytes:,} bytes "
             f"({self.activation_bytes / 2**20:.2f} MiB, the outputs of all layers)",
         ])
+
+
+def write_npz_atomically(path, arrays):
+    """np.savez to a temporary file in path's directory, then renamed over path.
+
+    A crash mid-write leaves the old file whole, never a truncated one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
