@@ -9,7 +9,7 @@ semantics of ``torch.nn.functional``; ``cnn.train`` the training loop;
 hand-designed kernels; ``cnn.convolve2d`` and
 ``cnn.correlate2d`` the textbook single-image operations.
 """
-from . import filters, functional, layers, losses, optim, train
+from . import data, filters, functional, layers, losses, optim, train
 from .layers import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d,
                      Conv2d, ConvTranspose2d, Dropout, Flatten, Identity, LeakyReLU, Linear,
                      MaxPool1d, MaxPool2d, Module, ReLU, Sigmoid, Tanh)
@@ -22,7 +22,7 @@ from .train import fit, predict_batches
 
 __version__ = "0.1.0"
 __all__ = [
-    "functional", "filters", "layers", "losses", "optim", "train",
+    "data", "functional", "filters", "layers", "losses", "optim", "train",
     "AdaptiveAvgPool2d", "AvgPool1d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv1d",
     "Conv2d", "ConvTranspose2d", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear",
     "MaxPool1d", "MaxPool2d", "Module", "ReLU", "Sigmoid", "Tanh",
