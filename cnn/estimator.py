@@ -32,6 +32,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .functional import _int
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU)
 from .losses import CrossEntropyLoss, log_softmax, softmax
@@ -100,14 +101,6 @@ def _default_network(input_shape, n_classes, *, conv_channels, kernel_size, pool
 # --------------------------------------------------------------------------
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_real(value, name, low=None, high=None, low_open=False, high_open=False):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
@@ -132,7 +125,7 @@ def _check_int_tuple(value, name, allow_empty):
     values = (value,) if isinstance(value, numbers.Integral) else value
     if not isinstance(values, (tuple, list)) or (not values and not allow_empty):
         raise ValueError(f"{name} must be an int or a tuple of ints >= 1, got {value!r}")
-    return tuple(_check_int(v, name, 1) for v in values)
+    return tuple(_int(v, name, 1) for v in values)
 
 
 # --------------------------------------------------------------------------
@@ -396,7 +389,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.module is None:
             p["conv_channels"] = _check_int_tuple(self.conv_channels, "conv_channels", True)
             p["dense_units"] = _check_int_tuple(self.dense_units, "dense_units", True)
-            _check_int(self.kernel_size, "kernel_size", 1)
+            _int(self.kernel_size, "kernel_size", 1)
             _check_choice(self.pooling, "pooling", ("max", "avg"))
             _check_real(self.dropout, "dropout", 0.0, 1.0, high_open=True)
             if not isinstance(self.batch_norm, (bool, np.bool_)):
@@ -405,9 +398,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"module must be a callable (input_shape, n_classes) -> "
                             f"cnn.Sequential, or None; got {self.module!r}")
         _check_choice(self.solver, "solver", ("adam", "sgd"))
-        _check_int(self.max_iter, "max_iter", 1)
+        _int(self.max_iter, "max_iter", 1)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            _check_int(self.batch_size, "batch_size", 1)
+            _int(self.batch_size, "batch_size", 1)
         _check_real(self.learning_rate_init, "learning_rate_init", 0.0, low_open=True)
         _check_choice(self.learning_rate, "learning_rate",
                       ("constant", "invscaling", "adaptive", "cosine"))
@@ -418,13 +411,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         _check_real(self.epsilon, "epsilon", 0.0, low_open=True)
         _check_real(self.alpha, "alpha", 0.0)
         _check_real(self.tol, "tol", 0.0)
-        _check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        _int(self.n_iter_no_change, "n_iter_no_change", 1)
         _check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0,
                     low_open=True, high_open=True)
         if isinstance(self.augment, (bool, np.bool_)):
             p["augment"] = int(self.augment)
         else:
-            p["augment"] = _check_int(self.augment, "augment", 0)
+            p["augment"] = _int(self.augment, "augment", 0)
         return p
 
     def _generator(self):

@@ -10,7 +10,6 @@ without bounds checks: every bad shape, argument or dtype raises a
 boolean arrays are converted to float64. Non-contiguous and read-only arrays
 are accepted (they are copied to C order when needed, never written to).
 """
-import math
 import numbers
 from collections import namedtuple
 from contextlib import contextmanager

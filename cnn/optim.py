@@ -29,6 +29,8 @@ import numbers
 
 import numpy as np
 
+from .functional import _int
+
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
@@ -48,14 +50,6 @@ def _real(value, name, minimum=None, below=None):
     if below is not None and not value < below:
         raise ValueError(f"Invalid {name}: {value} (must be < {below})")
     return value
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------
@@ -369,7 +363,7 @@ class StepLR(_LRScheduler):
     """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = _positive_int(step_size, "step_size")
+        self.step_size = _int(step_size, "step_size", 1)
         self.gamma = _real(gamma, "gamma", minimum=0.0)
         super().__init__(optimizer)
 
@@ -396,7 +390,7 @@ class CosineAnnealingLR(_LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        self.T_max = _positive_int(T_max, "T_max")
+        self.T_max = _int(T_max, "T_max", 1)
         self.eta_min = _real(eta_min, "eta_min", minimum=0.0)
         super().__init__(optimizer)
 

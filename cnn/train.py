@@ -17,7 +17,6 @@ one ``numpy.random.Generator``: the same seed gives the same run.
 """
 import functools
 import math
-import numbers
 import signal
 import sys
 import threading
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .functional import _int
 from .optim import ReduceLROnPlateau
 
 __all__ = ["fit", "predict_batches", "evaluate", "History", "NonFiniteLossError"]
@@ -94,14 +94,6 @@ class History:
 # --------------------------------------------------------------------------
 # Argument checks and small helpers
 # --------------------------------------------------------------------------
-
-
-def _int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _model_dtype(model):

@@ -4,6 +4,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ..functional import _int as check_int  # an int >= minimum; a bool is not an int
 from ..parameter import Parameter
 
 __all__ = ["Module"]
@@ -248,15 +249,6 @@ def check_dtype(dtype):
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
-
-
-def check_int(value, name, minimum):
-    """An int >= minimum (a bool is not an int here)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def check_tuple(value, name, minimum, n):
