@@ -280,15 +280,22 @@ def assert_untouched(arrays, originals):
 @given(data=st.data())
 def test_conv2d_matches_reference(dtype, padding_mode, data):
     case = data.draw(conv2d_cases(modes=(padding_mode,)))
+    check_conv_against_reference("conv2d", case, dtype)
+
+
+def check_conv_against_reference(op, case, dtype):
+    """F.<op> and F.<op>_backward against the loop reference, in every memory layout."""
+    forward, backward = getattr(F, op), getattr(F, op + "_backward")
+    ref_forward, ref_backward = getattr(R, op), getattr(R, op + "_backward")
     rng, x, weight, bias = make_conv_arrays(case, dtype)
     kwargs = case["kwargs"]
-    expected = R.conv2d(x, weight, bias, **kwargs)
+    expected = ref_forward(x, weight, bias, **kwargs)
     grad_out = rng.standard_normal(expected.shape).astype(dtype)
-    expected_grads = R.conv2d_backward(grad_out, x, weight, **kwargs)
+    expected_grads = ref_backward(grad_out, x, weight, **kwargs)
     originals = (x.copy(), weight.copy(), None if bias is None else bias.copy(), grad_out.copy())
     for layout, arrays in in_every_layout(x, weight, bias, grad_out):
-        assert_close(F.conv2d(*arrays[:3], **kwargs), expected, dtype, layout)
-        grads = F.conv2d_backward(arrays[3], *arrays[:2], **kwargs)
+        assert_close(forward(*arrays[:3], **kwargs), expected, dtype, layout)
+        grads = backward(arrays[3], *arrays[:2], **kwargs)
         assert len(grads) == 3
         for got, want in zip(grads, expected_grads):
             assert_close(got, want, dtype, layout)
@@ -299,19 +306,7 @@ def test_conv2d_matches_reference(dtype, padding_mode, data):
 @hypothesis_settings(80)
 @given(case=conv_transpose2d_cases())
 def test_conv_transpose2d_matches_reference(dtype, case):
-    rng, x, weight, bias = make_conv_arrays(case, dtype)
-    kwargs = case["kwargs"]
-    expected = R.conv_transpose2d(x, weight, bias, **kwargs)
-    grad_out = rng.standard_normal(expected.shape).astype(dtype)
-    expected_grads = R.conv_transpose2d_backward(grad_out, x, weight, **kwargs)
-    originals = (x.copy(), weight.copy(), None if bias is None else bias.copy(), grad_out.copy())
-    for layout, arrays in in_every_layout(x, weight, bias, grad_out):
-        assert_close(F.conv_transpose2d(*arrays[:3], **kwargs), expected, dtype, layout)
-        grads = F.conv_transpose2d_backward(arrays[3], *arrays[:2], **kwargs)
-        assert len(grads) == 3
-        for got, want in zip(grads, expected_grads):
-            assert_close(got, want, dtype, layout)
-        assert_untouched(arrays, originals)
+    check_conv_against_reference("conv_transpose2d", case, dtype)
 
 
 # ------------------------------------------------------------------ pooling vs loops
