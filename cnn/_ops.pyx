@@ -908,3 +908,32 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
                         for ow in range(w.lo, w.hi):
                             dst[ow * sW + off_w] += srow[ow]
         cnn_ftz_end(mxcsr)
+
+
+# --------------------------------------------------------------------------
+# ReLU: one pass each way, branch-free (a select, which the compiler
+# vectorises), with PyTorch's NaN rules: relu(NaN) = NaN, and the gradient
+# passes wherever the output is not <= 0.
+# --------------------------------------------------------------------------
+
+def relu_forward(const floating[::1] x,
+                 floating[::1] out,        # OUT (may be x itself)
+                 int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef floating v
+    with nogil:
+        for i in prange(n, num_threads=n_threads, schedule="static"):
+            v = x[i]
+            out[i] = 0 if v <= 0 else v
+
+
+def relu_backward(const floating[::1] grad_out,
+                  const floating[::1] out,     # the forward's output
+                  floating[::1] grad_input,    # OUT (may be grad_out itself)
+                  int n_threads):
+    cdef Py_ssize_t i, n = grad_out.shape[0]
+    cdef floating g
+    with nogil:
+        for i in prange(n, num_threads=n_threads, schedule="static"):
+            g = grad_out[i]  # loaded unconditionally, so the select needs no branch
+            grad_input[i] = 0 if out[i] <= 0 else g

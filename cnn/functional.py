@@ -24,6 +24,7 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
     "pad2d", "pad2d_backward",
+    "relu", "relu_backward",
     "conv2d_output_shape", "conv_transpose2d_output_shape", "pool2d_output_shape",
 ]
 
@@ -103,6 +104,10 @@ def _input_size(input_size):
         return _int(input_size[0], "input_size", 0), _int(input_size[1], "input_size", 0)
     h = _int(input_size, "input_size", 0)
     return h, h
+
+
+def _flat(arr):
+    return arr.reshape(-1)
 
 
 # Below this many multiply-adds (or comparisons) per thread, waking a team of
@@ -817,3 +822,51 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
 from .signal import convolve2d, correlate2d  # noqa: E402
 
 __all__ += ["convolve2d", "correlate2d"]
+
+
+# --------------------------------------------------------------------------
+# ReLU
+# --------------------------------------------------------------------------
+
+
+def relu(x, inplace=False):
+    """max(x, 0) elementwise, as ``torch.nn.functional.relu`` (relu(NaN) is NaN).
+
+    With ``inplace=True`` the result is written into ``x`` and ``x`` is
+    returned; ``x`` must then be a writable float32 or float64 array.
+    """
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise TypeError(f"inplace must be a bool, got {inplace!r}")
+    if inplace:
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+            raise TypeError("relu(inplace=True) needs a float32 or float64 ndarray, got "
+                            f"{type(x).__name__}" + (f" of dtype {x.dtype}"
+                                                     if isinstance(x, np.ndarray) else ""))
+        if not x.flags.writeable:
+            raise ValueError(f"relu(inplace=True) cannot write to a read-only array (shape {x.shape})")
+    src = _arrays(x=x)["x"]
+    out = x if inplace and src is x else np.empty_like(src)
+    if src.size:
+        _ops.relu_forward(_flat(src), _flat(out), _threads(src.size, src.size))
+    if inplace and out is not x:  # x was not C-contiguous: write the result back
+        x[...] = out
+        return x
+    return out
+
+
+def relu_backward(grad_out, out):
+    """Gradient of relu: ``grad_out`` where the forward's output ``out`` is > 0, else 0.
+
+    ``out`` may also be the forward's input (it has the same sign). As
+    PyTorch's ``threshold_backward``, the gradient passes where ``out`` is NaN.
+    """
+    arrays = _arrays(grad_out=grad_out, out=out)
+    grad_out, out = arrays["grad_out"], arrays["out"]
+    if grad_out.shape != out.shape:
+        raise ValueError(f"grad_out and out must have the same shape, got grad_out "
+                         f"{grad_out.shape} and out {out.shape}")
+    grad_input = np.empty_like(grad_out)
+    if grad_out.size:
+        _ops.relu_backward(_flat(grad_out), _flat(out), _flat(grad_input),
+                           _threads(grad_out.size, grad_out.size))
+    return grad_input

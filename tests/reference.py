@@ -371,3 +371,23 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                                                      divisor_override):
         grad_input[:, :, rows, cols] += (grad_out[:, :, oh, ow] / divisor)[:, :, None, None]
     return grad_input.astype(dtype)
+
+
+# ------------------------------------------------------------------------ relu
+
+def relu(x):
+    dtype = _result_dtype(x)
+    flat = np.asarray(x, dtype=dtype).ravel()
+    out = np.empty_like(flat)
+    for i, v in enumerate(flat):
+        out[i] = 0 if v <= 0 else v  # NaN is not <= 0: it stays NaN
+    return out.reshape(np.shape(x))
+
+
+def relu_backward(grad_out, out):
+    dtype = _result_dtype(grad_out)
+    grad, out = np.asarray(grad_out, dtype=dtype).ravel(), np.asarray(out).ravel()
+    grad_input = np.empty_like(grad)
+    for i in range(grad.size):
+        grad_input[i] = 0 if out[i] <= 0 else grad[i]  # PyTorch's threshold_backward
+    return grad_input.reshape(np.shape(grad_out))

@@ -844,3 +844,63 @@ def test_conv2d_with_no_output_channels(groups):
     grad_input, grad_weight, grad_bias = F.conv2d_backward(y, x, weight, groups=groups)
     np.testing.assert_array_equal(grad_input, np.zeros(x.shape))
     assert grad_weight.shape == weight.shape and grad_bias.shape == (0,)
+
+
+# ----------------------------------------------------------------------------- relu
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@hypothesis_settings(30)
+@given(shape=st.lists(st.integers(0, 9), min_size=1, max_size=4),
+       special=st.booleans())
+def test_relu_matches_reference(dtype, shape, special):
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    grad_out = rng.standard_normal(shape).astype(dtype)
+    if special and x.size:  # zeros, signed zeros, infinities and NaN, in x and grad_out
+        values = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=dtype)
+        x.flat[:5] = values[:min(5, x.size)]
+        grad_out.flat[-min(5, x.size):] = values[:min(5, x.size)]
+    expected, expected_grad = R.relu(x), R.relu_backward(grad_out, R.relu(x))
+    originals = [x.copy(), grad_out.copy()]
+    for layout, (x_l, g_l) in in_every_layout(x, grad_out):
+        out = F.relu(x_l)
+        np.testing.assert_array_equal(out, expected, err_msg=layout)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(F.relu_backward(g_l, out), expected_grad, err_msg=layout)
+        assert_untouched([x_l, g_l], originals)
+
+
+def test_relu_nan_rules_are_pytorchs():
+    # relu(NaN) is NaN; the gradient passes where the output is NaN and stops where it is
+    # <= 0, even when the incoming gradient is NaN or infinite there.
+    x = np.array([np.nan, -1.0, 0.0, 2.0, -np.inf, np.inf])
+    grad_out = np.array([5.0, np.nan, np.inf, 3.0, 7.0, 1.0])
+    out = F.relu(x)
+    np.testing.assert_array_equal(out, [np.nan, 0, 0, 2, 0, np.inf])
+    np.testing.assert_array_equal(F.relu_backward(grad_out, out), [5, 0, 0, 3, 0, 1])
+
+
+def test_relu_inplace_writes_into_the_input():
+    x = np.arange(-6.0, 6.0, dtype=np.float32).reshape(3, 4)
+    assert F.relu(x, inplace=True) is x
+    np.testing.assert_array_equal(x, np.maximum(np.arange(-6.0, 6.0), 0).reshape(3, 4))
+    column = np.arange(-6.0, 6.0).reshape(3, 4)[:, 1]  # not contiguous: written back
+    assert F.relu(column, inplace=True) is column
+    np.testing.assert_array_equal(column, [0, 0, 3])
+
+
+def test_relu_errors_name_the_argument():
+    with pytest.raises(ValueError, match="read-only"):
+        frozen = np.ones(3)
+        frozen.flags.writeable = False
+        F.relu(frozen, inplace=True)
+    with pytest.raises(TypeError, match="inplace=True"):
+        F.relu(np.ones(3, dtype=np.int64), inplace=True)
+    with pytest.raises(TypeError, match="inplace must be a bool"):
+        F.relu(np.ones(3), inplace=1)
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        F.relu(np.ones(3, dtype=np.float16))
+    with pytest.raises(ValueError, match=r"grad_out \(2, 3\) and out \(3, 2\)"):
+        F.relu_backward(np.ones((2, 3)), np.ones((3, 2)))
+    with pytest.raises(TypeError, match="same dtype"):
+        F.relu_backward(np.ones(3, dtype=np.float32), np.ones(3))

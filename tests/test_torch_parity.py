@@ -551,3 +551,18 @@ def test_pad2d_and_backward(c):
 @pytest.mark.parametrize("seed", range(20))
 def test_pad2d_and_backward_sweep(seed):
     run_pad2d_case(seeded(pad2d_case, seed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_and_backward_exactly(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 7, 5)).astype(dtype)
+    x.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40]
+    grad_out = rng.standard_normal(x.shape).astype(dtype)
+    grad_out.flat[-3:] = [np.nan, np.inf, -np.inf]
+    t = torch.from_numpy(x.copy()).requires_grad_()
+    out_t = TF.relu(t)
+    out_t.backward(torch.from_numpy(grad_out))
+    out = F.relu(x)
+    np.testing.assert_array_equal(out, out_t.detach().numpy())
+    np.testing.assert_array_equal(F.relu_backward(grad_out, out), t.grad.numpy())

@@ -2,6 +2,7 @@
 import numpy as np
 from scipy.special import expit
 
+from .. import functional as F
 from .module import Module, as_input, check_bool, check_float
 
 __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid"]
@@ -21,15 +22,14 @@ class ReLU(Module):
 
     def forward(self, x):
         x = as_input(x)
-        out = np.maximum(x, 0, out=x if self.inplace and x.flags.writeable else None)
-        # a boolean mask (1 byte an element) is all backward needs
-        self._save_for_backward(out > 0)
+        out = F.relu(x, inplace=self.inplace and x.flags.writeable)
+        # backward needs the output's sign; as in PyTorch, the output itself is kept
+        self._save_for_backward(out)
         return out
 
     def backward(self, grad_out):
-        (positive,) = self._saved()
-        grad_out = np.asarray(grad_out)
-        return np.where(positive, grad_out, grad_out.dtype.type(0))
+        (out,) = self._saved()
+        return F.relu_backward(grad_out, out)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
