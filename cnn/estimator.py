@@ -36,10 +36,11 @@ from .functional import _int
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU)
 from .losses import CrossEntropyLoss, log_softmax, softmax
-from .model import Sequential, _leaves, write_npz_atomically
+from .model import (Sequential, _leaves, build_model, read_metadata, read_npz,
+                    write_npz_atomically)
 from .optim import SGD, Adam
-from .train import (NonFiniteLossError, _train_validation_split, blas_on_one_thread, fit,
-                    predict_batches)
+from .train import (NonFiniteLossError, _ctrl_c_stops_after_batch, _train_validation_split,
+                    blas_on_one_thread, fit, predict_batches)
 
 __all__ = ["CNNClassifier"]
 
@@ -53,6 +54,9 @@ _PICKLE_KEY = "_cnn_estimator_format_version"
 
 # Parameters stored as tuples; a saved file gives them back as JSON lists.
 _TUPLE_PARAMS = ("conv_channels", "dense_units", "image_shape")
+# The fitted attributes save writes as JSON (the arrays are saved as arrays).
+_FITTED = ("loss_", "loss_curve_", "best_loss_", "validation_scores_",
+           "best_validation_score_", "n_iter_", "t_", "history_")
 
 
 # --------------------------------------------------------------------------
@@ -542,9 +546,22 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         NonFiniteLossError
             When the loss becomes NaN or infinite (a learning rate too large);
             the estimator is left as it was before the call.
+
+        Notes
+        -----
+        Ctrl-C (SIGINT) stops training after the current batch with a
+        ``RuntimeWarning``: ``n_iter_`` counts the complete epochs, and the
+        network keeps the weights of the best of them (the smallest training
+        loss; with ``early_stopping``, the best validation score). A Ctrl-C
+        before the first epoch is complete raises ``KeyboardInterrupt`` and
+        leaves the estimator as it was; a second Ctrl-C interrupts at once.
         """
-        with blas_on_one_thread(), self._unchanged_on_error():
-            return self._fit(X, y, validation_data=validation_data, incremental=False)
+        # one Ctrl-C handler for all the epochs: cnn.fit, run an epoch at a time, shares
+        # its request, so that a Ctrl-C between two epochs is not lost either
+        with blas_on_one_thread(), _ctrl_c_stops_after_batch() as stop, \
+                self._unchanged_on_error():
+            return self._fit(X, y, validation_data=validation_data, incremental=False,
+                             stop=stop)
 
     def partial_fit(self, X, y, classes=None):
         """Train for one epoch on (X, y), going on from the current network.
@@ -568,8 +585,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 np.unique(np.asarray(classes)), self.classes_):
             raise ValueError(f"classes={classes!r} is not the same as on the first call to "
                              f"partial_fit, {self.classes_.tolist()}")
-        with blas_on_one_thread(), self._unchanged_on_error():
-            return self._fit(X, y, classes=classes, incremental=True)
+        with blas_on_one_thread(), _ctrl_c_stops_after_batch() as stop, \
+                self._unchanged_on_error():
+            return self._fit(X, y, classes=classes, incremental=True, stop=stop)
 
     @contextlib.contextmanager
     def _unchanged_on_error(self):
@@ -589,7 +607,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     delattr(self, name)
             raise
 
-    def _fit(self, X, y, *, validation_data=None, classes=None, incremental):
+    def _fit(self, X, y, *, validation_data=None, classes=None, incremental, stop):
         params = self._validate_params()
         continuing = hasattr(self, "model_") and (incremental or self.warm_start)
         images, y, input_shape = self._validate_X(X, y, reset=not continuing)
@@ -658,8 +676,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if best_loss is None:
             best_loss = math.inf
         best_state, no_improvement, converged, interrupted = None, 0, False, False
+        # What Ctrl-C keeps without early stopping: the weights of this call's epoch
+        # with the smallest training loss (as cnn.fit keeps the best epoch's).
+        kept_state, kept_loss, kept_epoch = None, math.inf, None
+        n_iter_before = n_iter
         loss_fn = CrossEntropyLoss()
         for epoch in range(epochs):
+            if stop.requested:  # Ctrl-C after the last epoch's end
+                interrupted = True
+                break
             # the schedule counts the epochs of this fit; partial_fit's go on counting
             lr = self._scheduled_lr(n_iter if incremental else epoch, lr, incremental)
             optimizer.lr = lr
@@ -674,7 +699,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 diverged = not _all_finite(model)
             except NonFiniteLossError:
                 diverged = True
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # raised by a SIGINT handler of the user's
                 interrupted = True
                 break
             if diverged:
@@ -683,9 +708,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     f"NaN or infinite in epoch {n_iter + 1}, at learning rate {lr:g}. Lower "
                     f"learning_rate_init (now {self.learning_rate_init:g}); the estimator is "
                     f"left as it was before this call.")
-            if result.stop_reason == "interrupted" or not result.epoch:
-                interrupted = True  # fit warned; keep the epochs already done
+            if not result.epoch:  # Ctrl-C within the epoch: it does not count
+                interrupted = True
                 break
+            # the epoch is complete (a Ctrl-C during its validation pass stops after it)
             logs = {key: values[-1] for key, values in result.history.items()}
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
@@ -710,6 +736,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     best_score = max(validation_scores)
                 no_improvement = no_improvement + 1 if logs["loss"] > best_loss - self.tol else 0
                 best_loss = min(best_loss, logs["loss"])
+                if logs["loss"] < kept_loss:
+                    kept_state, kept_loss, kept_epoch = model.state_dict(), logs["loss"], n_iter
+            if result.stop_reason == "interrupted":
+                interrupted = True
+                break
             if incremental or no_improvement <= self.n_iter_no_change:
                 continue
             if self.learning_rate == "adaptive" and lr / 5 > 1e-6:
@@ -724,10 +755,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 print(f"The {judged} did not improve by more than tol={self.tol:g} for "
                       f"{self.n_iter_no_change} epochs: stopping.", flush=True)
             break
-        if n_iter == 0:
-            raise KeyboardInterrupt  # interrupted before a single epoch: nothing to keep
+        if n_iter == n_iter_before:
+            # interrupted before a single epoch of this call: nothing to keep, and the
+            # estimator is left as it was
+            raise KeyboardInterrupt
         if interrupted:
-            warnings.warn("Training interrupted by the user; keeping the epochs done.",
+            if early_stopping:
+                kept = "the weights of the epoch with the best validation score"
+            else:
+                kept = f"the weights of epoch {kept_epoch} (the smallest training loss)"
+                model.load_state_dict(kept_state)
+            warnings.warn(f"Training interrupted by the user in epoch {n_iter + 1}: "
+                          f"n_iter_={n_iter} complete epochs, keeping {kept}.",
                           RuntimeWarning, stacklevel=3)
         elif not incremental and not converged and self.learning_rate != "cosine":
             warnings.warn(f"Stochastic optimiser: maximum iterations ({self.max_iter}) reached "
@@ -877,9 +916,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             "architecture": self.model_.get_config(),
             "input_shape_": list(self.input_shape_),
             "n_features_in_": int(self.n_features_in_),
-            "fitted": _jsonable({name: getattr(self, name) for name in (
-                "loss_", "loss_curve_", "best_loss_", "validation_scores_",
-                "best_validation_score_", "n_iter_", "t_", "history_")}),
+            "fitted": _jsonable({name: getattr(self, name) for name in _FITTED}),
         }
         arrays = {f"{_WEIGHT_PREFIX}{k}": v for k, v in self.model_.state_dict().items()}
         arrays["classes_"] = classes
@@ -899,46 +936,95 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         FileNotFoundError
             No file at path.
         ValueError
-            The file is not a saved CNNClassifier, or of a format version this
-            cnn does not read.
+            The file is not a saved CNNClassifier (truncated, empty, damaged,
+            another kind of file, pickled data, entries of the wrong keys,
+            shapes or dtypes, a network that does not fit the classes), or of
+            a format version this cnn does not read; the message names the file.
         """
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as loaded:
-                arrays = {key: loaded[key] for key in loaded.files}
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except Exception as exc:  # a damaged archive fails in many ways; all mean "not ours"
-            raise ValueError(f"{path} is not a saved CNNClassifier: {type(exc).__name__}: "
-                             f"{exc}") from exc
-        if _META_KEY not in arrays:
-            raise ValueError(f"{path} is not a saved CNNClassifier (no {_META_KEY!r} entry)")
-        meta = json.loads(str(arrays.pop(_META_KEY)[()]))
-        if meta.get("format") != _FILE_FORMAT:
-            raise ValueError(f"{path} is not a saved CNNClassifier (format "
-                             f"{meta.get('format')!r})")
-        if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {meta.get('version')!r} is not supported "
-                             f"(this cnn reads version {FORMAT_VERSION})")
-        params = meta["params"]
+        what = "saved CNNClassifier"
+        arrays = read_npz(path, what)
+        meta = read_metadata(arrays, path, _META_KEY, _FILE_FORMAT, FORMAT_VERSION, what)
+
+        def bad(why):
+            return ValueError(f"{path} is not a valid {what}: {why}")
+
+        # ---------------------------------------------- the parameters
+        params = meta.get("params")
+        if not isinstance(params, dict) or params.get("module") is not None:
+            raise bad(f"its parameters must be a mapping with module None, got {params!r:.200}")
+        params = dict(params)
         for name in _TUPLE_PARAMS:
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])
-        estimator = cls(**params)
-        model = Sequential.from_config(meta["architecture"])
-        model.load_state_dict({key[len(_WEIGHT_PREFIX):]: value for key, value in arrays.items()
-                               if key.startswith(_WEIGHT_PREFIX)})
+        try:
+            estimator = cls(**params)
+            estimator._validate_params()
+            estimator._generator()
+        except (TypeError, ValueError) as exc:
+            raise bad(f"its parameters are not valid: {exc}") from exc
+
+        # ---------------------------------------------- the network and its data
+        known = {"classes_", "input_mean_", "input_std_", "feature_names_in_"}
+        unknown = [k for k in arrays if k not in known and not k.startswith(_WEIGHT_PREFIX)]
+        if unknown:
+            raise bad(f"unexpected entries {unknown}")
+        model = build_model(meta.get("architecture"),
+                            {key[len(_WEIGHT_PREFIX):]: value for key, value in arrays.items()
+                             if key.startswith(_WEIGHT_PREFIX)}, path)
         model.eval()
+        input_shape = meta.get("input_shape_")
+        if not (isinstance(input_shape, list) and len(input_shape) == 3 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_shape)):
+            raise bad(f"input_shape_ must be 3 positive ints, got {input_shape!r:.200}")
+        input_shape = tuple(input_shape)
+        if meta.get("n_features_in_") != math.prod(input_shape):
+            raise bad(f"n_features_in_ {meta.get('n_features_in_')!r:.50} is not the size of "
+                      f"input_shape_ {input_shape}")
+        missing = [k for k in ("classes_", "input_mean_", "input_std_") if k not in arrays]
+        if missing:
+            raise bad(f"no {', '.join(missing)}")
+        classes = arrays["classes_"]
+        if classes.ndim != 1 or len(classes) < 2 or classes.dtype.kind not in "biufU" or \
+                not np.all(classes[1:] > classes[:-1]):
+            raise bad(f"classes_ must be at least 2 sorted, distinct numbers or strings, got "
+                      f"{classes.dtype} of shape {classes.shape}")
+        C = input_shape[0]
+        for name in ("input_mean_", "input_std_"):
+            value = arrays[name]
+            if value.shape != (C,) or value.dtype != np.float64 or not np.all(np.isfinite(value)):
+                raise bad(f"{name} must be {C} finite float64 values, got {value.dtype} of "
+                          f"shape {value.shape}")
+        if not np.all(arrays["input_std_"] > 0):
+            raise bad("input_std_ must be positive")
+        feature_names = arrays.get("feature_names_in_")
+        if feature_names is not None and (feature_names.dtype.kind != "U" or
+                                          feature_names.shape != (math.prod(input_shape),)):
+            raise bad(f"feature_names_in_ must be {math.prod(input_shape)} strings, got "
+                      f"{feature_names.dtype} of shape {feature_names.shape}")
+        try:  # the network must take the images and give one logit per class
+            with blas_on_one_thread():
+                out_shape = model.forward(np.zeros((1,) + input_shape, np.float32)).shape
+        except (TypeError, ValueError) as exc:
+            raise bad(f"its network does not take images of shape {input_shape}: {exc}") from exc
+        if out_shape != (1, len(classes)):
+            raise bad(f"its network gives outputs of shape {out_shape[1:]} for "
+                      f"{len(classes)} classes")
+        fitted = meta.get("fitted")
+        if not isinstance(fitted, dict) or sorted(fitted) != sorted(_FITTED):
+            raise bad(f"its fitted attributes must be {list(_FITTED)}, got {fitted!r:.200}")
+
+        # ---------------------------------------------- all checked: the estimator
         estimator.model_ = model
-        estimator.classes_ = arrays["classes_"]
+        estimator.classes_ = classes
         estimator.input_mean_ = arrays["input_mean_"]
         estimator.input_std_ = arrays["input_std_"]
-        if "feature_names_in_" in arrays:
-            estimator.feature_names_in_ = arrays["feature_names_in_"].astype(object)
-        estimator.input_shape_ = tuple(meta["input_shape_"])
-        estimator.n_features_in_ = meta["n_features_in_"]
-        for name, value in meta["fitted"].items():
-            setattr(estimator, name, value)
+        if feature_names is not None:
+            estimator.feature_names_in_ = feature_names.astype(object)
+        estimator.input_shape_ = input_shape
+        estimator.n_features_in_ = math.prod(input_shape)
+        for name in _FITTED:
+            setattr(estimator, name, fitted[name])
         estimator._optimizer = estimator._make_optimizer(model)
         estimator._rng = estimator._generator()
         return estimator

@@ -9,7 +9,8 @@ A loss is an object that is called on a batch and then asked for its gradient::
 
 The call remembers what the backward pass needs (the softmax probabilities and
 the target distribution), so ``backward`` costs one subtraction. Computation
-happens in the prediction's dtype (float32 or float64), as PyTorch does.
+happens in the prediction's dtype (float32 or float64), as PyTorch does; only the
+reduction to one number ("mean", "sum") adds the per-sample losses in float64.
 
 ``softmax`` and ``log_softmax`` are the numerically stable helpers that the
 loss and ``predict_proba`` share.
@@ -111,7 +112,10 @@ class _Loss:
         """A Python float for "mean"/"sum", the per-sample array for "none"."""
         if self.reduction == "none":
             return per_sample
-        total = per_sample.sum()
+        # Summed in float64 (the result is a Python float anyway): float32 losses near
+        # float32's maximum (logits of 1e38) would otherwise overflow the sum to inf
+        # although their mean is finite.
+        total = per_sample.sum(dtype=np.float64)
         if self.reduction == "mean":
             # 0 / 0 is NaN, as in PyTorch (e.g. all targets have weight 0)
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -2,9 +2,7 @@
 import json
 import math
 import os
-import tempfile
-import zipfile
-import zlib
+import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -164,18 +162,15 @@ class Sequential(Module):
         FileNotFoundError
             No file at path.
         ValueError
-            The file is not a cnn model file (truncated, empty, another kind of
-            file, pickled data, an unknown format version, weights that do not
-            fit the architecture); the message names the file.
+            The file is not a cnn model file (truncated, empty, damaged, another
+            kind of file, pickled data, an unknown format version, weights whose
+            keys, shapes or dtypes do not fit the architecture); the message
+            names the file.
         """
         path = os.fspath(path)
-        meta, weights = _read_model_file(path)
-        try:
-            model = cls.from_config(meta["architecture"])
-            model.load_state_dict(weights)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: the weights do not fit the architecture: {exc}") from exc
-        return model
+        arrays = read_npz(path, "cnn model file")
+        meta = read_metadata(arrays, path, _META_KEY, _FORMAT, FORMAT_VERSION, "cnn model file")
+        return build_model(meta.get("architecture"), arrays, path)
 
     # ------------------------------------------------------------ summary
     def summary(self, input_shape, batch_size=1, print_fn=print):
@@ -263,44 +258,86 @@ def _leaves(module, prefix=""):
             yield prefix + name, child
 
 
-def _read_model_file(path):
-    """(metadata, weights) from a model file, or a ValueError naming the file."""
+# ---------------------------------------------------------------- files
+# Shared with CNNClassifier.save/load.
+
+
+def read_npz(path, what):
+    """Every array of the ``.npz`` file at path, or a ValueError naming the file.
+
+    No pickle is loaded, and a ``.npy`` file is memory-mapped rather than read,
+    to be rejected without reading a large array. FileNotFoundError,
+    IsADirectoryError and PermissionError pass through as they are.
+    """
     def bad(why):
-        return ValueError(f"{path} is not a cnn model file: {why}")
+        return ValueError(f"{path} is not a {what}: {why}")
 
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except Exception as exc:  # empty, truncated, text, pickle: numpy says which
         raise bad(f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise bad("it holds a single array (.npy), not an .npz archive")
     try:
         with loaded:
-            # read everything now: a truncated archive fails here, not later
-            arrays = {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            # read everything now: a damaged archive fails here, not later
+            return {key: loaded[key] for key in loaded.files}
+    except Exception as exc:
+        # A damaged zip fails in many ways: BadZipFile (a wrong CRC-32),
+        # zlib.error, NotImplementedError (a flipped compression method),
+        # RuntimeError (a flipped encryption flag), MemoryError (a flipped shape)...
         raise bad(f"it is damaged or holds pickled objects ({type(exc).__name__}: {exc})") from exc
-    if _META_KEY not in arrays:
-        raise bad(f"no {_META_KEY!r} entry (an .npz of other arrays?)")
-    raw = arrays.pop(_META_KEY)
+
+
+def read_metadata(arrays, path, key, file_format, version, what):
+    """The JSON metadata popped from arrays[key], its format and version checked."""
+    def bad(why):
+        return ValueError(f"{path} is not a {what}: {why}")
+
+    if key not in arrays:
+        raise bad(f"no {key!r} entry (an .npz of other arrays?)")
+    raw = arrays.pop(key)
     if raw.dtype.kind != "U" or raw.shape != ():
-        raise bad(f"its {_META_KEY!r} entry is not a JSON string")
+        raise bad(f"its {key!r} entry is not a JSON string")
     try:
         meta = json.loads(str(raw[()]))
-    except json.JSONDecodeError as exc:
-        raise bad(f"its {_META_KEY!r} entry is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"its {key!r} entry is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != file_format:
         raise bad(f"its format is {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                  f"expected {_FORMAT!r}")
-    version = meta.get("version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {version!r} is not supported (this cnn reads "
-                         f"version {FORMAT_VERSION}; was it written by a newer cnn?)")
-    if "architecture" not in meta:
-        raise bad("no architecture in its metadata")
-    return meta, arrays
+                  f"expected {file_format!r}")
+    found = meta.get("version")
+    if found != version:
+        raise ValueError(f"{path}: format version {found!r} is not supported (this cnn reads "
+                         f"version {version}; was it written by a newer cnn?)")
+    return meta
+
+
+def build_model(architecture, weights, path):
+    """A Sequential from a file's architecture and weights, or a ValueError naming the file.
+
+    The weights must have exactly the architecture's keys, shapes and dtypes:
+    a file is never cast or completed silently.
+    """
+    if architecture is None:
+        raise ValueError(f"{path}: no architecture in its metadata")
+    try:
+        model = Sequential.from_config(architecture)
+    except (TypeError, ValueError, RecursionError, OverflowError, MemoryError) as exc:
+        raise ValueError(f"{path}: its architecture cannot be built: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    targets = dict(model._named_state())
+    for key, value in weights.items():
+        if key in targets and value.dtype != targets[key].dtype:
+            raise ValueError(f"{path}: the weights do not fit the architecture: {key!r} has "
+                             f"dtype {value.dtype}, expected {targets[key].dtype}")
+    try:
+        model.load_state_dict(weights)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: the weights do not fit the architecture: {exc}") from exc
+    return model
 
 
 # ---------------------------------------------------------------- summary
@@ -423,22 +460,39 @@ class ModelSummary:
 def write_npz_atomically(path, arrays):
     """np.savez to a temporary file in path's directory, then renamed over path.
 
-    A crash mid-write leaves the old file whole, never a truncated one.
+    A crash mid-write leaves the old file whole, never a truncated one. After
+    an exception the temporary file is removed; a process killed outright
+    (SIGKILL, power loss) can leave it behind, as a hidden
+    ``.<name>.<random>.tmp`` beside ``<name>``: it never takes the model's
+    name, and ``*.npz`` does not match it.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    fd, tmp = _create_temporary(directory, os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the usual permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(directory, name):
+    """(fd, path) of a new file ``.<name>.<random>.tmp`` in directory, opened for writing.
+
+    Not tempfile.mkstemp: its file is private (0600), and reading the umask to
+    widen it means setting it (os.umask), which races with every other thread.
+    Created with mode 0666, the file gets the umask's permissions, as ``open`` gives.
+    """
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            # O_EXCL: never an existing file, nor one a symbolic link points to
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {directory} for {name}")

@@ -25,7 +25,7 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+import threadpoolctl
 
 from .functional import _int
 from .optim import ReduceLROnPlateau
@@ -164,6 +164,21 @@ def _train_validation_split(y, fraction, rng):
 # --------------------------------------------------------------------------
 
 
+# BLAS's thread count is global to the process, so the contexts of all Python
+# threads share one limit: the first to enter sets it, the last to leave
+# restores it. (Each thread restoring the count it found went wrong when two
+# overlapped: the second one in found 1 and, leaving last, put 1 back, so BLAS
+# stayed on one thread for good after concurrent predictions.)
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+# The BLAS libraries, found once: threadpool_limits looks for them among all the
+# loaded libraries on every call, 4.6 ms of a 7.4 ms prediction of one digit.
+# (cnn's BLAS, NumPy's and SciPy's, is loaded with cnn.)
+_blas_libraries = None
+
+
+@contextmanager
 def blas_on_one_thread():
     """A context in which BLAS runs on one thread (the convolutions keep their OpenMP threads).
 
@@ -171,8 +186,49 @@ def blas_on_one_thread():
     from the convolution kernels' OpenMP threads, and a network's dense products
     are small: fitting CNNClassifier's default network on digits took 20.8 s with
     BLAS threaded and about 6 s without, on 2 cores.
+
+    The context is reentrant and safe to enter from several threads at once:
+    BLAS's thread count is restored when the last of them leaves.
     """
-    return threadpool_limits(limits=1, user_api="blas")
+    global _blas_users, _blas_limiter, _blas_libraries
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_libraries is None:
+                _blas_libraries = threadpoolctl.ThreadpoolController().select(user_api="blas")
+            with _blas_control():
+                _blas_limiter = _blas_libraries.limit(limits=1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                with _blas_control():
+                    _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+@contextmanager
+def _blas_control():
+    """Let this thread set OpenBLAS's thread count, and no thread keep that right after.
+
+    threadpoolctl 3.8 lets one Python thread at a time set the thread count of a
+    pthreads OpenBLAS (a count shared by the process), and silently ignores the
+    others until that thread's ``with threadpool_limits`` blocks end. The thread
+    that restores the count here is the last to leave, not necessarily the one
+    that set it, so the right is cleared around each change; the counter above
+    is what keeps threads from fighting over the count.
+    """
+    controller = getattr(threadpoolctl, "OpenBLASController", None)
+    clear = getattr(controller, "clear_controlling_thread", None)  # threadpoolctl >= 3.8
+    if clear is not None:
+        clear(force=True)
+    try:
+        yield
+    finally:
+        if clear is not None:
+            clear(force=True)
 
 
 def _blas_on_one_thread(func):
@@ -209,18 +265,43 @@ def predict_batches(model, X, batch_size=256):
         raise ValueError(f"X must hold at least one sample, got shape {X.shape}")
     batch_size = _int(batch_size, "batch_size", 1)
     dtype = _model_dtype(model)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
+    with _eval_mode(model):
         out = None
         for start in range(0, len(X), batch_size):
             batch_out = model.forward(_as_batch(X[start:start + batch_size], dtype))
             if out is None:  # the output shape is known once a batch has gone through
                 out = np.empty((len(X),) + batch_out.shape[1:], dtype=batch_out.dtype)
             out[start:start + len(batch_out)] = batch_out
-    finally:
-        _set_mode(model, was_training)
     return out
+
+
+# A model's mode is shared by every thread using it: threads predicting with one
+# model at once share one eval period, which the last of them ends by putting
+# back the mode from before the first. (Each restoring the mode it found would
+# switch a model in training mode back to training -- Dropout dropping,
+# BatchNorm updating its statistics -- under another thread's forward pass.)
+_mode_lock = threading.Lock()
+_eval_users = {}  # id(model) -> [threads inside, the mode before the first]
+
+
+@contextmanager
+def _eval_mode(model):
+    """The model in eval mode; its former mode is back once no thread is inside."""
+    key = id(model)  # the model is alive, so its id is its own, while an entry exists
+    with _mode_lock:
+        entry = _eval_users.get(key)
+        if entry is None:
+            entry = _eval_users[key] = [0, getattr(model, "training", False)]
+            model.eval()
+        entry[0] += 1
+    try:
+        yield
+    finally:
+        with _mode_lock:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _eval_users[key]
+                _set_mode(model, entry[1])
 
 
 @_blas_on_one_thread
@@ -257,31 +338,49 @@ def evaluate(model, loss_fn, X, y, batch_size=256):
 
 
 class _StopRequest:
-    requested = False
+    """Whether Ctrl-C asked the training loop to stop after the current batch."""
+
+    def __init__(self):
+        self.requested = False
+        # The loops sharing this request; the outermost one reports the interruption.
+        self.depth = 0
 
 
 @contextmanager
-def _ctrl_c_stops_after_batch(stop):
+def _ctrl_c_stops_after_batch():
     """While training, the first Ctrl-C asks the loop to stop after the current batch.
 
-    A second Ctrl-C raises KeyboardInterrupt at once (the default handler is
-    back), which the loop also handles. Signal handlers can only be set from
-    the main thread, and a handler the user installed is left alone.
+    Yields the ``_StopRequest`` to check after each batch. A second Ctrl-C
+    raises KeyboardInterrupt at once, which the loop also handles. A loop
+    inside another one (``fit`` run an epoch at a time by ``CNNClassifier``)
+    shares the outer one's request, so that a Ctrl-C between two inner calls
+    is not lost. Signal handlers can only be set from the main thread, and a
+    handler the user installed is left alone.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-
-    def handler(signum, frame):
-        stop.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, handler)
+    main = threading.current_thread() is threading.main_thread()
+    # (another thread's training is not the main thread's to stop)
+    enclosing = getattr(signal.getsignal(signal.SIGINT), "stop_request", None) if main else None
+    stop = enclosing if enclosing is not None else _StopRequest()
+    stop.depth += 1
     try:
-        yield
+        if (enclosing is not None or not main
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield stop
+            return
+
+        def handler(signum, frame):
+            if stop.requested:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            stop.requested = True
+
+        handler.stop_request = stop
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield stop
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop.depth -= 1
 
 
 class _ProgressBar:
@@ -459,7 +558,6 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
     was_training = getattr(model, "training", True)
     best_state = None
     epochs_without_improvement = 0
-    stop = _StopRequest()
 
     def restore_best():
         if restore_best_weights and best_state is not None:
@@ -469,8 +567,10 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
     # ---------------------------------------------------------------- epochs
     epoch = batches_done = 0
     mid_batch = False  # an exception between zero_grad and step leaves a batch half done
+    nested = False  # inside a loop that reports Ctrl-C itself (CNNClassifier.fit)
     try:
-        with _ctrl_c_stops_after_batch(stop):
+        with _ctrl_c_stops_after_batch() as stop:
+            nested = stop.depth > 1
             for epoch in range(1, epochs + 1):
                 started = time.perf_counter()
                 lr = optimizer.lr
@@ -560,9 +660,10 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
             kept = "the current weights (the interrupted batch may have updated some of them)"
         else:
             kept = "the current weights"
-        warnings.warn(f"Training interrupted during epoch {epoch} (after {batches_done} of its "
-                      f"{n_batches} batches); {len(history.epoch)} complete epochs recorded, "
-                      f"keeping {kept}.", RuntimeWarning, stacklevel=2)
+        if not nested:
+            warnings.warn(f"Training interrupted during epoch {epoch} (after {batches_done} of "
+                          f"its {n_batches} batches); {len(history.epoch)} complete epochs "
+                          f"recorded, keeping {kept}.", RuntimeWarning, stacklevel=2)
     finally:
         bar.clear()
         _set_mode(model, was_training)
