@@ -25,9 +25,8 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
-import threadpoolctl
 
-from .functional import _int
+from .functional import _int, blas_on_one_thread
 from .optim import ReduceLROnPlateau
 
 __all__ = ["fit", "predict_batches", "evaluate", "History", "NonFiniteLossError"]
@@ -162,73 +161,6 @@ def _train_validation_split(y, fraction, rng):
 # --------------------------------------------------------------------------
 # Inference
 # --------------------------------------------------------------------------
-
-
-# BLAS's thread count is global to the process, so the contexts of all Python
-# threads share one limit: the first to enter sets it, the last to leave
-# restores it. (Each thread restoring the count it found went wrong when two
-# overlapped: the second one in found 1 and, leaving last, put 1 back, so BLAS
-# stayed on one thread for good after concurrent predictions.)
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter = None
-# The BLAS libraries, found once: threadpool_limits looks for them among all the
-# loaded libraries on every call, 4.6 ms of a 7.4 ms prediction of one digit.
-# (cnn's BLAS, NumPy's and SciPy's, is loaded with cnn.)
-_blas_libraries = None
-
-
-@contextmanager
-def blas_on_one_thread():
-    """A context in which BLAS runs on one thread (the convolutions keep their OpenMP threads).
-
-    Idle OpenBLAS threads spin-wait for work after each product, taking the cores
-    from the convolution kernels' OpenMP threads, and a network's dense products
-    are small: fitting CNNClassifier's default network on digits took 20.8 s with
-    BLAS threaded and about 6 s without, on 2 cores.
-
-    The context is reentrant and safe to enter from several threads at once:
-    BLAS's thread count is restored when the last of them leaves.
-    """
-    global _blas_users, _blas_limiter, _blas_libraries
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_libraries is None:
-                _blas_libraries = threadpoolctl.ThreadpoolController().select(user_api="blas")
-            with _blas_control():
-                _blas_limiter = _blas_libraries.limit(limits=1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                with _blas_control():
-                    _blas_limiter.restore_original_limits()
-                _blas_limiter = None
-
-
-@contextmanager
-def _blas_control():
-    """Let this thread set OpenBLAS's thread count, and no thread keep that right after.
-
-    threadpoolctl 3.8 lets one Python thread at a time set the thread count of a
-    pthreads OpenBLAS (a count shared by the process), and silently ignores the
-    others until that thread's ``with threadpool_limits`` blocks end. The thread
-    that restores the count here is the last to leave, not necessarily the one
-    that set it, so the right is cleared around each change; the counter above
-    is what keeps threads from fighting over the count.
-    """
-    controller = getattr(threadpoolctl, "OpenBLASController", None)
-    clear = getattr(controller, "clear_controlling_thread", None)  # threadpoolctl >= 3.8
-    if clear is not None:
-        clear(force=True)
-    try:
-        yield
-    finally:
-        if clear is not None:
-            clear(force=True)
 
 
 def _blas_on_one_thread(func):
