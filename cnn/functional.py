@@ -17,7 +17,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _ops
+from ._openmp import load_ops
+
+_ops = load_ops()
 
 __all__ = [
     "conv2d", "conv2d_backward",

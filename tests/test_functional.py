@@ -904,3 +904,22 @@ def test_relu_errors_name_the_argument():
         F.relu_backward(np.ones((2, 3)), np.ones((3, 2)))
     with pytest.raises(TypeError, match="same dtype"):
         F.relu_backward(np.ones(3, dtype=np.float32), np.ones(3))
+
+
+def test_importing_cnn_leaves_the_openmp_environment_as_it_was():
+    # cnn loads its kernels with OMP_WAIT_POLICY=PASSIVE (spinning threads stall
+    # every parallel region on a busy machine) and puts the environment back, so
+    # that OpenMP runtimes loaded later see the user's settings; a user's own
+    # policy is kept.
+    import subprocess
+    import sys
+
+    code = ("import os, cnn; print(os.environ.get('OMP_WAIT_POLICY'), "
+            "os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    for extra, expected in (({}, "None None"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE None"),
+                            ({"GOMP_SPINCOUNT": "1000"}, "None 1000")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, check=True).stdout.split("\n")[0]
+        assert out == expected, (extra, out)
