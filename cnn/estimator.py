@@ -39,8 +39,8 @@ from .losses import CrossEntropyLoss, log_softmax, softmax
 from .model import (Sequential, _leaves, build_model, read_metadata, read_npz,
                     write_npz_atomically)
 from .optim import SGD, Adam
-from .train import (NonFiniteLossError, _ctrl_c_stops_after_batch, _train_validation_split,
-                    blas_on_one_thread, fit, predict_batches)
+from .train import (NonFiniteLossError, _ctrl_c_stops_after_batch, _non_finite_state,
+                    _train_validation_split, blas_on_one_thread, fit, predict_batches)
 
 __all__ = ["CNNClassifier"]
 
@@ -166,6 +166,69 @@ def _resolve_image_shape(image_shape, n_features):
     return shape
 
 
+# Values per chunk when the statistics of a data set are taken a chunk of images at a
+# time: 2 MB of float64 (at least one image), so that memory does not grow with the data.
+_CHUNK_VALUES = 2**18
+# The training samples whose logits fit checks at the end (a diverged network gives
+# NaN or infinity on all of them): one batch of predict_batches.
+_CHECKED_SAMPLES = 256
+# Samples normalised at a time for prediction: one batch of predict_batches.
+_PREDICT_CHUNK = 256
+
+
+def _channel_mean_std(images):
+    """The mean and standard deviation of each channel of (N, C, H, W) images, in float64.
+
+    The corrected two-pass algorithm (Chan, Golub and LeVeque, "Algorithms for
+    computing the sample variance", 1983), a chunk of images at a time, in
+    float64: the sums give the mean; then the deviations from it give the
+    variance, and their sum (zero but for rounding) corrects the mean. That
+    is ``np.mean`` and ``np.std`` over axes (0, 2, 3) up to rounding, without
+    their float64 copy (and its square) of the whole data set, eight times the
+    size of uint8 pixels. The correction makes the mean of a constant channel
+    exactly its value, so that it is centred to exactly 0.
+
+    A channel indistinguishable from a constant gets a standard deviation of 1
+    (it is only centred). The test is relative, as in scikit-learn's
+    ``StandardScaler`` (``_is_constant_feature``): the variance is within the
+    algorithm's rounding error bound, ``n * eps * var + (n * mean * eps) ** 2``
+    for the n values of a channel. (An absolute threshold took data of scale
+    1e-13 for constant.)
+
+    Returns
+    -------
+    mean, std : ndarray of shape (C,) of float64
+    """
+    N, C = images.shape[:2]
+    n = N * math.prod(images.shape[2:])  # values per channel
+    rows = max(1, _CHUNK_VALUES // max(1, math.prod(images.shape[1:])))
+    chunks = [slice(start, start + rows) for start in range(0, N, rows)]
+    axes = (0, 2, 3)
+    total = np.zeros(C)
+    for chunk in chunks:
+        total += images[chunk].sum(axis=axes, dtype=np.float64)
+    mean = total / n
+    deviation_sum, squares = np.zeros(C), np.zeros(C)
+    for chunk in chunks:
+        deviations = images[chunk].astype(np.float64)
+        deviations -= mean.reshape(1, -1, 1, 1)
+        deviation_sum += deviations.sum(axis=axes)
+        squares += np.square(deviations, out=deviations).sum(axis=axes)
+    correction = deviation_sum / n
+    mean += correction
+    var = np.maximum(squares / n - correction ** 2, 0.0)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
+        raise ValueError(f"X's values are too large for their per-channel mean and variance "
+                         f"to be computed in float64 (largest magnitude "
+                         f"{max(abs(float(images.max())), abs(float(images.min()))):.3g})")
+    eps = np.finfo(np.float64).eps
+    with np.errstate(over="ignore"):  # a bound beyond float64 (mean ~1e300) is inf: constant
+        constant = var <= n * eps * var + (n * mean * eps) ** 2
+    std = np.sqrt(var)
+    std[constant] = 1.0
+    return mean, std
+
+
 def _shift_images(x, max_shift, rng):
     """Each image moved by a random whole number of pixels in [-max_shift, max_shift] per axis.
 
@@ -232,7 +295,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     max_iter : int, default=30
         The number of epochs (passes over the training data).
     batch_size : int or "auto", default="auto"
-        Samples per mini-batch; "auto" is ``min(64, n_samples)``.
+        Samples per mini-batch; "auto" is ``min(64, n_samples)``. A last batch
+        of one sample is merged into the one before (``cnn.fit`` does it: batch
+        normalisation cannot train on one sample), so 65 samples make one batch.
     learning_rate_init : float, default=0.003
         The initial learning rate.
     learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, default="cosine"
@@ -268,7 +333,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Visit the samples in a new random order each epoch.
     augment : bool or int, default=False
         Random shifts of the training images by up to this many pixels per axis
-        (True means 1), drawn anew each epoch; the border repeats the edge pixels.
+        (True means 1), drawn anew for each batch; the border repeats the edge
+        pixels.
     tol : float, default=1e-4
         Improvement of the training loss (or of the validation score, with
         ``early_stopping``) that counts as progress.
@@ -309,7 +375,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     input_mean_, input_std_ : ndarray of shape (C,)
         The per-channel normalisation fitted on the first training data: the
         network sees ``(x - input_mean_) / input_std_``, so raw pixels (0..16,
-        0..255) train as well as scaled ones.
+        0..255) train as well as scaled ones. Computed a chunk of images at a
+        time in float64, and applied a batch at a time (in float64, rounded to
+        float32 once), so that no normalised copy of the data set is made. A
+        channel indistinguishable from a constant (relative to its magnitude)
+        has ``input_std_`` 1: it is only centred.
     model_ : cnn.Sequential
         The fitted network (in evaluation mode); it returns logits.
     loss_ : float
@@ -438,10 +508,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ data
     def _validate_X(self, X, y=None, reset=True):
-        """(images of shape (N, C, H, W) in float32, normalised if fitted; y as validated).
+        """(images of shape (N, C, H, W), y as validated, the image shape (C, H, W)).
 
-        With reset the image shape is found (and ``input_shape_`` is returned
-        beside); without it the data must fit the fitted shape.
+        The images keep their numeric dtype (uint8 pixels stay uint8, and a
+        C-ordered array is not copied): they are normalised to float32 a batch
+        at a time by ``_normalise``. With reset the image shape is found;
+        without it the data must fit the fitted shape.
         """
         image_shape = None
         ndim = getattr(X, "ndim", None)
@@ -452,7 +524,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         elif ndim is not None and ndim > 4:
             raise ValueError(f"X must have shape (n_samples, n_features), (n_samples, H, W) or "
                              f"(n_samples, C, H, W), got an array of shape {X.shape}")
-        kwargs = dict(dtype=[np.float64, np.float32], ensure_min_features=1)
+        kwargs = dict(dtype="numeric", ensure_min_features=1)
         if y is None:
             X = validate_data(self, X, reset=reset, **kwargs)
         else:
@@ -467,12 +539,33 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                  f"{type(self).__name__} was fitted on {tuple(shape)}")
         return X.reshape((len(X),) + tuple(shape)), y, tuple(int(s) for s in shape)
 
-    def _normalise(self, images, mean, std):
-        """(images - mean) / std per channel, in float32 (the network's dtype)."""
-        out = images.astype(np.float32, copy=True)
-        out -= mean.astype(np.float32).reshape(1, -1, 1, 1)
-        out /= std.astype(np.float32).reshape(1, -1, 1, 1)
-        return out
+    def _normalise(self, images, mean, std, name="X"):
+        """(images - mean) / std per channel, computed in float64, returned in float32.
+
+        The network computes in float32, but the inputs may be finite float64
+        numbers beyond its range (1e39) that normalise into it; so the
+        arithmetic is float64 and only the result is rounded, once. Called on
+        a batch (or a chunk) at a time, so the float64 copy stays small.
+
+        Raises
+        ------
+        ValueError
+            When a normalised value is beyond float32's range: ``name`` holds
+            values too far from the training data's (whose own normalised
+            values are at most sqrt(n_samples * H * W) standard deviations from
+            the mean).
+        """
+        out = images.astype(np.float64)  # a new array, also for float64 input
+        out -= mean.reshape(1, -1, 1, 1)
+        out /= std.reshape(1, -1, 1, 1)
+        big = float(np.finfo(np.float32).max)
+        if out.size and not (out.min() >= -big and out.max() <= big):
+            worst = max(abs(float(out.min())), abs(float(out.max())))
+            raise ValueError(
+                f"{name}, normalised by the training data's per-channel mean and std, reaches "
+                f"{worst:.3g}: beyond float32's range (+-{big:.3g}), in which the network "
+                f"computes. {name} is far outside the scale of the training data.")
+        return out.astype(np.float32)
 
     def _encode(self, y, classes, name="y"):
         """Class indices of the labels y, which must all be in classes."""
@@ -544,8 +637,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Raises
         ------
         NonFiniteLossError
-            When the loss becomes NaN or infinite (a learning rate too large);
-            the estimator is left as it was before the call.
+            When the training diverged (a learning rate too large): the loss or
+            the weights became NaN or infinite, or, at the end, the network's
+            outputs on (up to 256) training samples; the estimator is left as
+            it was before the call.
+        ValueError
+            Bad data or parameters; also batch normalisation with batches of
+            one sample (``batch_size=1``, or a single training sample).
 
         Notes
         -----
@@ -641,13 +739,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                  else list(self.validation_scores_))
         else:
             rng = self._generator()
-            mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
-            std = images.std(axis=(0, 2, 3), dtype=np.float64)
-            std[std < 1e-12] = 1.0  # a constant channel is only centred
+            mean, std = _channel_mean_std(images)
             model = self._build_model(input_shape, len(classes_), params, rng)
             optimizer = self._make_optimizer(model)
             loss_curve, n_iter, t, history, validation_scores = [], 0, 0, {}, None
-        x = self._normalise(images, mean, std)
+        # The images stay as given: cnn.fit normalises (and augments) each batch, so no
+        # normalised float32 copy of the whole data set is made.
+        x = images
+
+        def normalise(batch):
+            return self._normalise(batch, mean, std)
+
+        def training_batch(batch, rng):  # cnn.fit passes its generator, which is ours
+            batch = normalise(batch)
+            return _shift_images(batch, params["augment"], rng) if params["augment"] else batch
 
         # ------------------------------------------------ validation data
         x_val = y_val = None
@@ -655,12 +760,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             x_val, y_val = self._validate_X_val(validation_data, input_shape)
-            x_val = self._normalise(x_val, mean, std)
+            x_val = self._normalise(x_val, mean, std, "X_val")
             y_val = self._encode(y_val, classes_, "y_val")
         elif self.early_stopping and not incremental:
             train_index, val_index = _train_validation_split(y_index, self.validation_fraction,
                                                              rng)
-            x, x_val = x[train_index], x[val_index]
+            x, x_val = x[train_index], normalise(x[val_index])
             y_index, y_val = y_index[train_index], y_index[val_index]
         early_stopping = self.early_stopping and not incremental
         if x_val is not None and validation_scores is None:
@@ -688,26 +793,35 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             # the schedule counts the epochs of this fit; partial_fit's go on counting
             lr = self._scheduled_lr(n_iter if incremental else epoch, lr, incremental)
             optimizer.lr = lr
-            x_epoch = _shift_images(x, params["augment"], rng) if params["augment"] else x
             try:
                 # overflow in a diverging run is reported below, as one clear error
                 with np.errstate(over="ignore", invalid="ignore"):
-                    result = fit(model, loss_fn, optimizer, x_epoch, y_index, epochs=1,
+                    result = fit(model, loss_fn, optimizer, x, y_index, epochs=1,
                                  batch_size=batch_size, rng=rng, shuffle=bool(self.shuffle),
                                  validation_data=None if x_val is None else (x_val, y_val),
-                                 verbose=0)
-                diverged = not _all_finite(model)
+                                 verbose=0, transform=training_batch)
+                diverged = _non_finite_state(model)
             except NonFiniteLossError:
                 diverged = True
             except KeyboardInterrupt:  # raised by a SIGINT handler of the user's
                 interrupted = True
                 break
+            except ValueError as exc:
+                if batch_size > 1 or not _has_batch_norm(model):
+                    raise
+                # (cnn.fit merges a last batch of one sample into the one before, so
+                # batches of one come from batch_size=1 or a single training sample)
+                remedy = ("at least 2 training samples" if len(x) == 1 else
+                          "a batch_size of at least 2")
+                raise ValueError(
+                    f"{type(self).__name__} cannot train on batches of one sample ({len(x)} "
+                    f"training sample(s), batch_size={self.batch_size!r}): {exc}. Batch "
+                    f"normalisation needs at least 2 samples per batch: give it {remedy}, or "
+                    f"{'batch_norm=False' if self.module is None else 'a module without it'}."
+                ) from exc
             if diverged:
-                raise NonFiniteLossError(
-                    f"{type(self).__name__} diverged: the training loss or the weights became "
-                    f"NaN or infinite in epoch {n_iter + 1}, at learning rate {lr:g}. Lower "
-                    f"learning_rate_init (now {self.learning_rate_init:g}); the estimator is "
-                    f"left as it was before this call.")
+                raise self._diverged(f"the training loss or the weights became NaN or infinite "
+                                     f"in epoch {n_iter + 1}", lr)
             if not result.epoch:  # Ctrl-C within the epoch: it does not count
                 interrupted = True
                 break
@@ -716,7 +830,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             n_iter += 1
-            t += len(x_epoch)
+            t += len(x)
             loss_curve.append(logs["loss"])
             if self.verbose:
                 self._print_epoch(n_iter, logs)
@@ -775,6 +889,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if early_stopping and best_state is not None:
             model.load_state_dict(best_state)  # the weights of the best validation score
         model.eval()  # inference mode, and the layers drop what they kept for backward
+        # Finite weights can still be huge (a loss of 3e15 after a learning rate of 1e10)
+        # and overflow float32 in the forward pass: predict_proba would be NaN. A forward
+        # pass on some training samples, with the weights kept, tells.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = predict_batches(model, normalise(x[:_CHECKED_SAMPLES]))
+        if not np.all(np.isfinite(logits)):
+            raise self._diverged(f"the network's outputs on the training data are NaN or "
+                                 f"infinite (they overflow float32) after epoch {n_iter}", lr)
 
         # ------------------------------------------------ commit (nothing above changed self)
         self.classes_ = classes_
@@ -793,13 +915,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         return self
 
+    def _diverged(self, what, lr):
+        """The NonFiniteLossError of a diverged fit: what happened, and what to do."""
+        return NonFiniteLossError(
+            f"{type(self).__name__} diverged: {what}, at learning rate {lr:g}. Lower "
+            f"learning_rate_init (now {self.learning_rate_init:g}); the estimator is left as "
+            f"it was before this call.")
+
     def _validate_X_val(self, validation_data, input_shape):
         """The validation images and labels, checked against the training data's shape."""
         X_val, y_val = validation_data
         y_val = column_or_1d(np.asarray(y_val), warn=True)
         if getattr(X_val, "ndim", None) in (3, 4):  # images: checked flat, like X
             X_val = np.asarray(X_val).reshape(len(X_val), -1)
-        X_val = check_array(X_val, dtype=[np.float64, np.float32], input_name="X_val")
+        X_val = check_array(X_val, dtype="numeric", input_name="X_val")
         if X_val.shape[1] != math.prod(input_shape):
             raise ValueError(f"X_val has {X_val.shape[1]} features, but X has "
                              f"{math.prod(input_shape)}")
@@ -820,11 +949,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ predicting
     def _logits(self, X):
+        """The network's outputs on X in float64, X normalised a batch at a time."""
         check_is_fitted(self)
         images, _, _ = self._validate_X(X, reset=False)
-        x = self._normalise(images, self.input_mean_, self.input_std_)
-        with blas_on_one_thread():
-            return predict_batches(self.model_, x).astype(np.float64)
+        logits = np.empty((len(images), len(self.classes_)))
+        # normalised a chunk at a time, so there is no normalised copy of all of X
+        with blas_on_one_thread(), np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, len(images), _PREDICT_CHUNK):
+                chunk = self._normalise(images[start:start + _PREDICT_CHUNK], self.input_mean_,
+                                        self.input_std_)
+                logits[start:start + len(chunk)] = predict_batches(self.model_, chunk)
+        if not np.all(np.isfinite(logits)):
+            # the fit checked the outputs on training data: X must be far from its scale
+            raise ValueError("the network's outputs on X overflow float32 (NaN or infinite "
+                             "logits): X is too far outside the scale of the training data")
+        return logits
 
     def predict_proba(self, X):
         """Class probabilities.
@@ -837,6 +976,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_classes) of float64
             Rows sum to one; columns follow ``classes_``.
+
+        Raises
+        ------
+        ValueError
+            When X is so far outside the scale of the training data that,
+            normalised, it or the network's outputs overflow float32 (as do
+            ``predict`` and ``predict_log_proba``).
         """
         return softmax(self._logits(X), axis=1)
 
@@ -1030,10 +1176,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return estimator
 
 
-def _all_finite(model):
-    """Whether every weight and running statistic of the model is finite."""
-    return all(np.isfinite(p.data).all() for p in model.parameters()) and all(
-        np.isfinite(b).all() for b in model.buffers() if b.dtype.kind == "f")
+def _has_batch_norm(model):
+    return any(isinstance(layer, (BatchNorm1d, BatchNorm2d)) for _, layer in _leaves(model))
 
 
 def _jsonable(value):

@@ -117,6 +117,40 @@ def _set_mode(model, training):
         model.eval()
 
 
+def _transformed(transform, x, rng):
+    """transform(x, rng), checked to keep the batch's samples (None: x as it is)."""
+    if transform is None:
+        return x
+    out = np.asarray(transform(x, rng))
+    if out.ndim == 0 or len(out) != len(x):
+        raise ValueError(f"transform must keep the batch's {len(x)} samples, got an output "
+                         f"of shape {out.shape} for a batch of shape {x.shape}")
+    return out
+
+
+def _batch_bounds(n, batch_size):
+    """(start, stop) of each batch of n samples; a last batch of one sample joins the one before.
+
+    Batch normalisation cannot train on a single sample (the variance of one
+    value per channel is zero), and a step on one sample is the noisiest of
+    all, so 2 * 64 + 1 samples make batches of 64 and 65 (PyTorch's
+    ``drop_last=True`` would instead leave one sample out of every epoch).
+    Only a data set of one sample (or ``batch_size=1``) gives batches of one.
+    """
+    starts = list(range(0, n, batch_size))
+    if batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
+def _non_finite_state(model):
+    """Whether a parameter or a floating-point buffer (running statistics) holds NaN or inf."""
+    arrays = [p.data for p in model.parameters()]
+    if hasattr(model, "buffers"):  # running statistics, for models that have them
+        arrays += [b for b in model.buffers() if b.dtype.kind == "f"]
+    return not all(np.isfinite(a).all() for a in arrays)
+
+
 def _is_class_indices(y):
     return y.ndim == 1 and y.dtype.kind in "iu"
 
@@ -371,13 +405,17 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
         validation_data=None, validation_fraction=None, scheduler=None,
         early_stopping_patience=None, monitor=None, min_delta=0.0,
         restore_best_weights=True, shuffle=True, eval_batch_size=256, callbacks=None,
-        verbose=1, file=None):
+        verbose=1, file=None, transform=None):
     """Train a model with mini-batches; return the per-epoch history.
 
     Each epoch visits the training samples once in a new random order, in
-    batches of ``batch_size`` (the last may be smaller): forward, loss,
-    backward, optimiser step. After the epoch the validation loss is computed
-    in eval mode, the schedule steps and early stopping decides.
+    batches of ``batch_size``: forward, loss, backward, optimiser step. The
+    last batch may be smaller; a last batch of one sample is merged into the
+    one before, which then holds ``batch_size + 1``: batch normalisation
+    cannot train on one sample, and merging it, unlike dropping it, still
+    shows every sample each epoch. After the epoch the weights are checked to
+    be finite, the validation loss is computed in eval mode, the schedule
+    steps and early stopping decides.
 
     Parameters
     ----------
@@ -388,7 +426,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
     optimizer : SGD or Adam
         Built on ``model.parameters()``.
     X : ndarray of shape (n_samples, ...)
-        Converted to the model's dtype one batch at a time.
+        Converted to the model's dtype one batch at a time (after ``transform``).
     y : ndarray of shape (n_samples,) of int (class indices) or (n_samples, ...)
         Integer class indices make it a classification: accuracies are reported
         and a validation split is stratified.
@@ -428,6 +466,16 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
         a second when stderr is a terminal); 2 a progress bar always.
     file : file-like, default=None
         Where the epoch lines go (sys.stdout when None). The bar goes to stderr.
+    transform : callable or None, default=None
+        Applied to each training batch as ``transform(x, rng)``, as in
+        ``cnn.data.iterate_minibatches`` (a transform of ``cnn.data`` or a
+        ``Compose`` of them): ``x`` is the batch as ``X`` holds it (uint8
+        pixels stay uint8), ``rng`` the run's generator, so a seed repeats the
+        augmentation too. What it returns, converted to the model's dtype, is
+        what the model trains on; it must keep the number of samples. A
+        normalisation or an augmentation done a batch at a time, so that the
+        transformed data set never exists as a whole. The validation data is
+        *not* transformed: give it ready for the model.
 
     Returns
     -------
@@ -436,8 +484,13 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
     Raises
     ------
     NonFiniteLossError
-        When a batch's loss is NaN or infinite (the best weights so far are
+        When a batch's loss is NaN or infinite, or when the weights (or a
+        floating-point buffer, such as batch norm's running statistics) are
+        NaN or infinite at the end of an epoch (the best weights so far are
         put back first when ``restore_best_weights``).
+    ValueError
+        Bad arguments; also a batch of one sample for a model with batch
+        normalisation (from the layer: one value per channel has no variance).
     """
     # ---------------------------------------------------------------- checks
     X, y = _check_data(X, y)
@@ -445,6 +498,8 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
     batch_size = _int(batch_size, "batch_size", 1)
     eval_batch_size = _int(eval_batch_size, "eval_batch_size", 1)
     verbose = _int(verbose, "verbose", 0)
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform must be callable or None, got {transform!r}")
     if early_stopping_patience is not None:
         early_stopping_patience = _int(early_stopping_patience, "early_stopping_patience", 1)
     if validation_data is not None and validation_fraction is not None:
@@ -482,8 +537,8 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
     history = History(keys, monitor)
 
     dtype = _model_dtype(model)
-    n_train = len(train_index)
-    n_batches = math.ceil(n_train / batch_size)
+    bounds = _batch_bounds(len(train_index), batch_size)
+    n_batches = len(bounds)
     out = file if file is not None else sys.stdout
     bar = _ProgressBar(enabled=verbose >= 2 or (verbose >= 1 and sys.stderr.isatty()),
                        stream=sys.stderr, delay=0.0 if verbose >= 2 else 1.0)
@@ -509,10 +564,11 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
                 order = rng.permutation(train_index) if shuffle else train_index
                 model.train()
                 loss_sum, n_correct, n_seen, batches_done = 0.0, 0, 0, 0
-                for batch in range(1, n_batches + 1):
+                for batch, (start, end) in enumerate(bounds, 1):
                     mid_batch = True
-                    index = order[(batch - 1) * batch_size:batch * batch_size]
-                    x_batch, y_batch = _as_batch(X[index], dtype), y[index]
+                    index = order[start:end]
+                    x_batch = _as_batch(_transformed(transform, X[index], rng), dtype)
+                    y_batch = y[index]
                     model.zero_grad()
                     pred = model.forward(x_batch)
                     loss = loss_fn(pred, y_batch)
@@ -535,6 +591,11 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs=10, batch_size=32, rng=None,
                 bar.clear()
 
                 # ---------------------------------------------- end of an epoch
+                # Each loss was finite, but the step after the last one may still
+                # have overflowed the weights (checked once an epoch: it is cheap).
+                if _non_finite_state(model):
+                    restore_best()
+                    raise NonFiniteLossError(_non_finite_weights_message(epoch, lr, history))
                 logs = {"loss": loss_sum / n_seen}
                 if classification:
                     logs["accuracy"] = n_correct / n_seen
@@ -609,6 +670,14 @@ def _improves(value, best, min_delta, maximise):
     if best is None:
         return not math.isnan(value)
     return value > best + min_delta if maximise else value < best - min_delta
+
+
+def _non_finite_weights_message(epoch, lr, history):
+    restored = (f" The weights of epoch {history.best_epoch} were restored."
+                if history.restored_best_weights else "")
+    return (f"The weights became NaN or infinite at the end of epoch {epoch} (every batch's "
+            f"loss was finite: the last batch's update overflowed them). The learning rate "
+            f"({lr:g}) is probably too large: try a smaller one (e.g. {lr / 10:g}).{restored}")
 
 
 def _non_finite_message(loss, epoch, batch, n_batches, lr, x_batch, history):

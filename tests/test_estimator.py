@@ -18,7 +18,8 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import cnn
-from cnn.estimator import FORMAT_VERSION, CNNClassifier, _shift_images
+import cnn.estimator as estimator_module
+from cnn.estimator import FORMAT_VERSION, CNNClassifier, _channel_mean_std, _shift_images
 from cnn.train import NonFiniteLossError
 
 # The configuration scikit-learn's checks run on: a tiny network, few epochs.
@@ -122,6 +123,66 @@ def test_input_dtypes(digits, fitted):
     X, y = digits
     for X_as in (X.astype(np.float32), X.astype(np.int64), X.astype(np.uint8), X.tolist()):
         assert_array_equal(fitted.predict(X_as), fitted.predict(X))
+
+
+def test_uint8_pixels_train_exactly_as_their_float64_values(digits, fitted):
+    # uint8 images are no longer converted to float64 as a whole, but every batch is
+    # normalised in float64 all the same: the very same network.
+    X, y = digits
+    clf = CNNClassifier(**SMALL).fit(X.astype(np.uint8), y)
+    assert_array_equal(clf.input_mean_, fitted.input_mean_)
+    assert_array_equal(clf.input_std_, fitted.input_std_)
+    assert_array_equal(clf.predict_proba(X.astype(np.uint8)), fitted.predict_proba(X))
+
+
+@pytest.mark.parametrize("chunk_values", [2**18, 100, 1])  # one chunk, many, an image each
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_normalisation_statistics_equal_numpys(monkeypatch, chunk_values, dtype):
+    monkeypatch.setattr(estimator_module, "_CHUNK_VALUES", chunk_values)
+    rng = np.random.default_rng(0)
+    shape = (301, 1, 5, 7)
+    if dtype == np.uint8:  # channels of all 256 values, of 100..102, of 0 and 1
+        channels = [rng.integers(low, high, shape) for low, high in [(0, 256), (100, 103),
+                                                                      (0, 2)]]
+    else:  # spreads from 1e-3 to 40 around means from -2 to 100
+        channels = [spread * rng.standard_normal(shape) + mean for spread, mean in
+                    [(1.0, 0.5), (1e-3, -2.0), (40.0, 100.0)]]
+    images = np.concatenate(channels, axis=1).astype(dtype)
+    mean, std = _channel_mean_std(images)
+    as_float64 = images.astype(np.float64)
+    assert mean.dtype == std.dtype == np.float64 and mean.shape == std.shape == (3,)
+    assert_allclose(mean, as_float64.mean(axis=(0, 2, 3)), rtol=1e-12)
+    assert_allclose(std, as_float64.std(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.1, 7.0, -3e30, 1e-30])
+def test_a_constant_channel_is_centred_to_exactly_zero(value):
+    # The mean of a constant channel is its value exactly (np.mean of 0.1s is not), so
+    # centring leaves exact zeros; its std is 1, beside a channel of real spread.
+    rng = np.random.default_rng(0)
+    images = np.full((500, 2, 3, 3), value)
+    images[:, 1] = rng.standard_normal((500, 3, 3))
+    mean, std = _channel_mean_std(images)
+    assert mean[0] == value and std[0] == 1.0
+    assert std[1] == pytest.approx(images[:, 1].std(), rel=1e-12)
+    assert np.all(CNNClassifier()._normalise(images, mean, std)[:, 0] == 0)
+
+
+@pytest.mark.parametrize("scale", [1e-13, 1e-30, 2.0**-60])
+def test_data_of_a_tiny_scale_is_not_taken_for_constant(digits, scale):
+    # The constant test is relative to the data's magnitude, not an absolute 1e-12.
+    images = digits[0].reshape(-1, 1, 8, 8) * scale
+    mean, std = _channel_mean_std(images)
+    assert_allclose(std, images.std(axis=(0, 2, 3)), rtol=1e-12)
+    normalised = CNNClassifier()._normalise(images, mean, std)
+    assert_allclose(normalised.std(dtype=np.float64), 1.0, rtol=1e-6)
+
+
+def test_validation_data_beyond_float32_after_normalising_is_named(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match=r"X_val, normalised by the training data's "
+                                         r"per-channel mean and std, reaches .*float32"):
+        CNNClassifier(**SMALL).fit(X, y, validation_data=(X[:20] * 1e39, y[:20]))
 
 
 # --------------------------------------------------------------------------
@@ -501,6 +562,47 @@ def test_diverging_run_names_the_learning_rate_and_keeps_the_estimator(digits, f
     with pytest.raises(NonFiniteLossError):
         fresh.fit(X, y)
     assert not hasattr(fresh, "model_") and not hasattr(fresh, "n_features_in_")
+
+
+@pytest.mark.parametrize("n, batch_size", [(65, "auto"), (65, 32), (33, 32)])
+def test_batch_norm_trains_when_a_last_batch_would_hold_one_sample(digits, n, batch_size):
+    # 65 = 64 + 1: cnn.fit merges the last sample into the batch before, which batch
+    # norm (in the default network, after the dense layer too) needs.
+    X, y = digits
+    clf = CNNClassifier(**{**SMALL, "max_iter": 2, "batch_size": batch_size}).fit(X[:n], y[:n])
+    assert clf.t_ == 2 * n  # every sample seen in each epoch
+    assert np.all(np.isfinite(clf.predict_proba(X)))
+
+
+def test_batch_norm_on_batches_of_one_sample_is_a_clear_error(digits):
+    X, y = digits
+    clf = CNNClassifier(**SMALL)
+    with pytest.raises(ValueError, match=r"cannot train on batches of one sample \(1 training "
+                       r"sample\(s\).*BatchNorm needs more than 1 value per channel.*at "
+                       r"least 2 training samples, or batch_norm=False"):
+        clf.partial_fit(X[:1], y[:1], classes=np.arange(10))
+    assert not hasattr(clf, "model_") and not hasattr(clf, "n_features_in_")
+    with pytest.raises(ValueError, match=r"\(40 training sample\(s\), batch_size=1\).*a "
+                                         r"batch_size of at least 2, or batch_norm=False"):
+        CNNClassifier(**{**SMALL, "batch_size": 1}).fit(X[:40], y[:40])
+    # without batch norm, batches of one train
+    clf = CNNClassifier(**{**SMALL, "batch_size": 1, "max_iter": 1, "batch_norm": False})
+    assert clf.fit(X[:40], y[:40]).t_ == 40
+
+
+def test_a_run_with_huge_finite_weights_is_not_fitted():
+    # The training losses stay finite (3e15) and so do the weights, but the network's
+    # outputs overflow float32: fit says it diverged instead of predicting NaN.
+    rng = np.random.default_rng(0)
+    X, y = rng.random((10, 1, 3, 3)), np.arange(10) % 2
+    clf = CNNClassifier(conv_channels=(4,), dense_units=(16,), batch_norm=False, solver="sgd",
+                        learning_rate_init=1e6, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(NonFiniteLossError, match=r"outputs on the training data are NaN or "
+                           r"infinite .*after epoch 2.*learning_rate_init"):
+            clf.fit(X, y)
+    assert not hasattr(clf, "model_")
 
 
 # --------------------------------------------------------------------------

@@ -224,17 +224,12 @@ def test_fit_is_blind_to_a_large_power_of_two_scale(digits, fitted):
     assert_array_equal(clf.predict_proba(X * 2.0**60), fitted.predict_proba(X))
 
 
-@pytest.mark.xfail(strict=True, reason="bug in cnn/estimator.py: a channel whose std is below "
-                   "1e-12 (an absolute threshold) is taken as constant and only centred, so "
-                   "data of scale 1e-13 or smaller reaches the network as ~0")
 def test_fit_is_blind_to_a_small_power_of_two_scale(digits, fitted):
     X, y = digits
     clf = _fit_classifier(X * 2.0**-60, y)
     assert_array_equal(clf.predict_proba(X * 2.0**-60), fitted.predict_proba(X))
 
 
-@pytest.mark.xfail(strict=True, reason="bug in cnn/estimator.py: finite float64 inputs beyond "
-                   "float32's range become inf in _normalise and predict_proba returns NaN")
 def test_inputs_beyond_float32_give_probabilities_or_a_clear_error(fitted, digits):
     X = digits[0][:5] * 1e38  # finite in float64, 1.6e39 at most: beyond float32
     with warnings.catch_warnings():
@@ -434,9 +429,6 @@ def test_fit_with_adam_stops_a_diverging_run_with_the_clear_error():
                 epochs=20, batch_size=8, rng=0, verbose=0)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in cnn/train.py: fit checks the loss before each "
-                   "step but not the weights after the last one, so a step that overflows "
-                   "them ends the run 'completed' with non-finite weights")
 def test_fit_stops_a_run_whose_last_step_overflows_the_weights():
     X, y = _bars()
     model = _small_cnn()
@@ -467,9 +459,6 @@ def test_classifier_with_early_stopping_stops_a_diverging_run(digits):
     assert not hasattr(clf, "model_")
 
 
-@pytest.mark.xfail(strict=True, reason="bug in cnn/estimator.py: a run that diverged to huge "
-                   "but finite weights (training loss 3e15) counts as fitted, and predict_proba "
-                   "then overflows float32 and returns NaN")
 def test_classifier_that_diverged_to_huge_finite_weights_is_not_fitted():
     rng = np.random.default_rng(0)
     X, y = rng.random((10, 1, 3, 3)), np.arange(10) % 2

@@ -811,6 +811,57 @@ def test_training_memory_follows_the_batch_not_the_data_set():
         0.5 * (big_batch["activations"] - small["activations"]), r
 
 
+_ESTIMATOR_MEMORY = """
+import json, sys, warnings
+import numpy as np
+from cnn import CNNClassifier
+
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
+y = rng.integers(0, 10, n)
+
+
+def classifier():
+    return CNNClassifier(conv_channels=(4,), dense_units=(16,), batch_size=64, max_iter=1,
+                         random_state=0)
+
+
+def peak_resident():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+warnings.simplefilter("ignore")  # ConvergenceWarning is not the point
+classifier().fit(X[:100], y[:100]).predict(X[:100])  # lazy set-up is not fit's memory
+with open("/proc/self/clear_refs", "w") as f:  # the peak from here on; X is in the baseline
+    f.write("5")
+before = peak_resident()
+classifier().fit(X, y).predict(X)
+print(json.dumps({"growth": peak_resident() - before, "data": X.nbytes}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_classifier_memory_follows_the_batch_not_the_data_set():
+    """Peak memory of CNNClassifier.fit + predict on 2,000 and 20,000 uint8 images (1.6 MB
+    and 15.7 MB): the statistics, the normalisation and the augmentation go a chunk or a
+    batch at a time, so what grows with the data is only y, the batch order and predict's
+    output."""
+    runs = {n: _child(_ESTIMATOR_MEMORY, n, env={"OMP_NUM_THREADS": "1"}) for n in (2000, 20000)}
+    small, large = (_last_json(_finish(runs[n])) for n in (2000, 20000))
+    data_difference = large["data"] - small["data"]  # 14 MB
+    # What must grow with the data: y, its class indices and the batch order (8 bytes a
+    # sample each), and predict's logits (10 float64 a sample): 1.9 MB for 18,000 images.
+    unavoidable = (20000 - 2000) * (3 * 8 + 10 * 8)
+    # measured: 13.6 MB and 15.3 MB of growth (the batches' activations, a chunk of the
+    # statistics, then the above). Before: 30 MB and 251 MB, from a float64 copy of the
+    # uint8 images, np.std's float64 temporary, then a normalised float32 copy.
+    assert large["growth"] - small["growth"] < unavoidable + 0.2 * data_difference, (small, large)
+    # not even one float32 copy of the images (what the network sees): 63 MB
+    assert large["growth"] < 4 * large["data"], (small, large)
+
+
 def _resident_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

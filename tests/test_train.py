@@ -328,6 +328,115 @@ def test_ctrl_c_in_the_first_epoch_keeps_the_current_weights(monkeypatch):
 
 
 # --------------------------------------------------------------------------
+# Batches and transform
+# --------------------------------------------------------------------------
+
+
+class BatchRecorder(LinearModel):
+    """A LinearModel keeping a copy of every batch it trains on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches = []
+
+    def forward(self, x):
+        if self.training:
+            self.batches.append(x.copy())
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("n, batch_size, sizes", [
+    (65, 32, [32, 33]),      # a last batch of one sample joins the one before
+    (129, 64, [64, 65]),
+    (66, 32, [32, 32, 2]),   # two samples are a batch
+    (64, 32, [32, 32]),
+    (33, 32, [33]),
+    (1, 32, [1]),            # nothing to join: a data set of one sample is one batch
+    (3, 1, [1, 1, 1]),       # batch_size=1 asks for batches of one
+])
+def test_a_last_batch_of_one_sample_joins_the_one_before(n, batch_size, sizes):
+    X, y = _blobs(n)
+    X[:, 0] = np.arange(n)  # each sample's index, to see which samples each epoch visits
+    model = BatchRecorder(6, 3)
+    history = _fit(model, X, y, epochs=2, batch_size=batch_size, lr=0.0)
+    assert [len(b) for b in model.batches] == 2 * sizes
+    for epoch in range(2):  # every epoch visits every sample once
+        visited = np.concatenate(model.batches[epoch * len(sizes):(epoch + 1) * len(sizes)])
+        np.testing.assert_array_equal(np.sort(visited[:, 0]), np.arange(n))
+    assert history.stop_reason == "completed"
+
+
+def _batch_norm_mlp():
+    model_module = pytest.importorskip("cnn.model")
+    layers = pytest.importorskip("cnn.layers")
+    return model_module.Sequential(layers.Flatten(), layers.Linear(64, 8, rng=0),
+                                   layers.BatchNorm1d(8), layers.ReLU(), layers.Linear(8, 2, rng=0))
+
+
+def test_batch_norm_trains_on_a_last_batch_of_one_sample_but_not_on_one_sample():
+    X, y = _bars(65, seed=3)
+    model = _batch_norm_mlp()
+    history = _fit(model, X, y, epochs=2, batch_size=32,
+                   optimizer=SGD(model.parameters(), lr=0.05))
+    assert len(history) == 2
+    # one value per channel has no variance: the layer refuses it, clearly
+    with pytest.raises(ValueError, match=r"BatchNorm needs more than 1 value per channel.*"
+                                         r"\(1, 8\)"):
+        _fit(_batch_norm_mlp(), X[:1], y[:1], epochs=1, batch_size=32)
+
+
+def test_transform_is_applied_to_each_training_batch_and_not_to_validation():
+    X, y = _blobs(50)
+    X_val, y_val = _blobs(10, seed=1)
+    X_uint8 = np.round(np.abs(X) * 10).astype(np.uint8)
+    raw, generators = [], []
+
+    def transform(batch, rng):  # cnn.data's convention, as iterate_minibatches calls it
+        raw.append(batch.copy())
+        generators.append(rng)
+        return batch / 10.0
+
+    model = BatchRecorder(6, 3)
+    history = _fit(model, X_uint8, y, epochs=2, batch_size=7, transform=transform,
+                   validation_data=(X_val, y_val))
+    # the transform sees each batch as X holds it, and the model trains on its output
+    assert [len(b) for b in raw] == [len(b) for b in model.batches] == 2 * ([7] * 6 + [8])
+    for batch, trained in zip(raw, model.batches):
+        assert batch.dtype == np.uint8 and trained.dtype == np.float64
+        np.testing.assert_array_equal(trained, batch / 10.0)
+    np.testing.assert_array_equal(np.sort(np.concatenate(raw[:7]), axis=0),
+                                  np.sort(X_uint8, axis=0))  # the first epoch: all of X
+    # one generator, the run's, feeds every batch's transform
+    assert isinstance(generators[0], np.random.Generator)
+    assert all(rng is generators[0] for rng in generators)
+    # the validation data is scored as given
+    assert history["val_loss"][-1] == evaluate(model, CrossEntropyLoss(), X_val, y_val)[0]
+
+
+def test_a_random_transform_is_repeated_by_the_seed():
+    X, y = _blobs(60)
+
+    def noise(batch, rng):
+        return batch + rng.standard_normal(batch.shape)
+
+    runs = []
+    for seed in (3, 3, 4):
+        model = LinearModel(6, 3)
+        _fit(model, X, y, epochs=2, batch_size=16, rng=seed, transform=noise)
+        runs.append(_weights(model))
+    np.testing.assert_array_equal(runs[0]["weight"], runs[1]["weight"])
+    assert not np.array_equal(runs[0]["weight"], runs[2]["weight"])
+
+
+def test_bad_transform():
+    X, y = _blobs()
+    with pytest.raises(TypeError, match="transform must be callable or None"):
+        _fit(LinearModel(6, 3), X, y, epochs=1, transform="normalise")
+    with pytest.raises(ValueError, match=r"transform must keep the batch's 32 samples.*\(31, 6\)"):
+        _fit(LinearModel(6, 3), X, y, epochs=1, batch_size=32, transform=lambda x, rng: x[1:])
+
+
+# --------------------------------------------------------------------------
 # NaN and infinity
 # --------------------------------------------------------------------------
 
@@ -342,6 +451,30 @@ def test_diverging_loss_raises_a_clear_error():
         with pytest.raises(NonFiniteLossError, match=r"at epoch \d+ \(batch \d+ of 4\).*"
                                                      r"learning rate \(10\).*smaller"):
             _fit(model, X, Y, loss_fn=MSELoss(), epochs=100, batch_size=16, lr=10.0)
+
+
+def test_weights_overflowed_by_the_last_step_of_an_epoch_raise_and_restore_the_best():
+    # One batch per epoch: its loss is computed before its step, so only the check at the
+    # end of the epoch sees what the step did.
+    X, y = _blobs(40)
+    X = X.astype(np.float32)
+    model = LinearModel(6, 3, dtype=np.float32)
+    optimizer = SGD(model.parameters(), lr=0.01)
+    per_epoch = {}
+
+    def huge_rate_after_epoch_1(epoch, logs):
+        per_epoch[epoch] = _weights(model)
+        optimizer.lr = 1e39  # beyond float32: the next step makes the weights infinite
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(NonFiniteLossError, match=r"weights became NaN or infinite at the "
+                           r"end of epoch 2 .*learning rate \(1e\+39\).*The weights of "
+                           r"epoch 1 were restored"):
+            _fit(model, X, y, epochs=3, batch_size=len(X), optimizer=optimizer,
+                 early_stopping_patience=3, callbacks=[huge_rate_after_epoch_1])
+    for key, value in _weights(model).items():
+        np.testing.assert_array_equal(value, per_epoch[1][key])
 
 
 def test_non_finite_loss_error_is_both_floating_point_and_value_error():
