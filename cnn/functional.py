@@ -40,12 +40,17 @@ _NUMPY_PAD_MODE = {"zeros": "constant", "reflect": "reflect",
 # --------------------------------------------------------------------------
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _int(value, name, minimum):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > _INT64_MAX:  # the kernels' indices are 64-bit
+        raise ValueError(f"{name} must fit in a 64-bit integer, got {value}")
     return value
 
 
@@ -346,7 +351,7 @@ def pad2d_backward(grad_out, padding, mode="zeros"):
         raise ValueError(f"padding {padding!r} is larger than grad_out of shape {grad_out.shape}")
     _check_pad_fits((N, C, H, W), (left, right, top, bottom), mode)
     if mode == "zeros":
-        return np.ascontiguousarray(grad_out[:, :, top:top + H, left:left + W])
+        return grad_out[:, :, top:top + H, left:left + W].copy()  # never a view of grad_out
     # Sum rows, then columns, into the positions they were copied from.
     # Interior positions map to themselves, so only the borders add anything.
     rows = _source_index(H, top, bottom, mode)
@@ -511,6 +516,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     out = np.empty((g.N, g.C_out, g.H_out, g.W_out), dtype=x.dtype)
     if out.size == 0:
         return out
+    if x.shape[2] * x.shape[3] == 0:  # an image of no pixels, zero-padded: the bias alone
+        out[...] = bias.reshape(1, -1, 1, 1) if has_bias else 0
+        return out
     x, pH, pW = _padded_input(x, g)
     if _is_depthwise(g):
         n_threads = _threads(g.N * g.C_out, _conv_work(g))
@@ -559,7 +567,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     grad_bias = np.zeros(g.C_out, dtype=dtype)
     xp, pH, pW = _padded_input(x, g)
     grad_xp = np.zeros(xp.shape, dtype=dtype) if needs_input_grad else None
-    if g.N and g.C_out and g.H_out * g.W_out:
+    if x.shape[2] * x.shape[3] == 0:  # an image of no pixels: only the bias had a say
+        grad_bias = grad_out.sum(axis=(0, 2, 3), dtype=dtype)
+    elif g.N and g.C_out and g.H_out * g.W_out:
         geometry = (g.sH, g.sW, pH, pW, g.dH, g.dW)
         if _is_depthwise(g):
             w3 = weight.reshape(g.C_out, g.kH, g.kW)
@@ -667,6 +677,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     out = np.empty((g.N, g.C, g.H, g.W), dtype=x.dtype)
     if out.size == 0:
         return out
+    if g.H_out * g.W_out == 0:  # an input of no pixels: the bias alone
+        out[...] = bias.reshape(1, -1, 1, 1) if has_bias else 0
+        return out
     ws = _Workspace(g, x.dtype)
     with _blas_single_threaded(ws.n_threads):
         _ops.gemm_col2im(x.reshape(g.N, g.C_out, -1), weight.reshape(g.C_out, -1), bias, out,
@@ -732,6 +745,8 @@ def _pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
         sH, sW = _pair(stride, "stride", 1)
     pH, pW = _pair(padding, "padding", 0)
     dH, dW = _pair(dilation, "dilation", 1)
+    # a window one tap wide has no dilation (and a huge one must not overflow the offsets)
+    dH, dW = (dH if kH > 1 else 1), (dW if kW > 1 else 1)
     if pH > kH // 2 or pW > kW // 2:
         raise ValueError(
             f"padding ({pH}, {pW}) must be at most half the kernel_size ({kH}, {kW})")
@@ -811,14 +826,15 @@ def max_pool2d_backward(grad_out, indices, input_shape):
             f"indices and grad_out must have the same shape, got indices {indices.shape} "
             f"and grad_out {grad_out.shape}")
     grad_input = np.empty((N, C, H, W), dtype=grad_out.dtype)
+    if indices.size:
+        lo, hi = indices.min(), indices.max()
+        if lo < 0 or hi >= H * W:
+            raise ValueError(
+                f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}, "
+                f"got values in [{lo}, {hi}]")
     if grad_input.size == 0 or grad_out.size == 0:
         grad_input.fill(0)
         return grad_input
-    lo, hi = indices.min(), indices.max()
-    if lo < 0 or hi >= H * W:
-        raise ValueError(
-            f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}, "
-            f"got values in [{lo}, {hi}]")
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     P = N * C
     _ops.max_pool2d_backward(grad_out.reshape(P, *grad_out.shape[2:]),

@@ -749,21 +749,6 @@ class Failure(AssertionError):
         self.case, self.message, self.known = case, message, known
 
 
-def _input_plane_is_empty(case):
-    shape = case["kwargs"].get("input_shape")
-    return (isinstance(shape, (tuple, list)) and len(shape) == 4
-            and all(type(v) is int for v in shape) and shape[2] * shape[3] == 0)
-
-
-def _image_is_empty(args):
-    x = np.asarray(args[0])
-    return x.ndim == 4 and 0 in x.shape[2:]
-
-
-def _huge_int(case, at_least):
-    return any(abs(v) >= at_least for v in _ints(case["kwargs"]))
-
-
 # Bugs in cnn that the fuzzer found and that are not fixed yet. Each entry: what goes
 # wrong, a minimal case (tests/test_fuzz.py runs it as a strict xfail, so that the fix
 # is noticed and the entry removed; bounds_checked_only: in a CNN_CYTHON_DEBUG=1 build
@@ -771,53 +756,7 @@ def _huge_int(case, at_least):
 # what, exc): what went wrong is "refused", "wrong error", "accepted", "wrong result" or
 # "aliases" (an output shares memory with an input), exc the exception raised or None.
 # A failure that matches is counted as that bug, not as a new failure.
-KNOWN_BUGS = {
-    "max_pool2d_backward-empty-plane": dict(
-        what="max_pool2d_backward returns zeros for indices into an empty (H*W = 0) "
-             "input_shape instead of raising ValueError: the index check is skipped when "
-             "grad_input is empty",
-        case=simple_case("max_pool2d_backward", grad_out=(1, 1, 1, 1), indices=dict(
-            shape=(1, 1, 1, 1), dtype="int64", layout="C", fill="indices", low=0, high=0),
-            input_shape=(1, 1, 0, 1)),
-        match=lambda case, args, what, exc: (case["op"] == "max_pool2d_backward"
-                                             and what == "accepted"
-                                             and _input_plane_is_empty(case))),
-    "conv_transpose2d-empty-image": dict(
-        what="conv_transpose2d of an input with H = 0 or W = 0 raises ZeroDivisionError "
-             "(the chunk size divides by H*W) instead of returning the bias or raising "
-             "ValueError",
-        case=simple_case("conv_transpose2d", x=(1, 1, 0, 1), weight=(1, 1, 2, 1), bias=None),
-        match=lambda case, args, what, exc: (case["op"] == "conv_transpose2d"
-                                             and isinstance(exc, ZeroDivisionError)
-                                             and _image_is_empty(args))),
-    "conv2d-empty-image-bounds": dict(
-        what="conv2d and conv2d_backward of an image with H = 0 or W = 0 under zero padding "
-             "(a valid case: the output is the bias) take the address &x[n, 0, 0, 0] of an "
-             "empty array in im2col_gemm and weight_grad (cnn/_ops.pyx): IndexError in a "
-             "bounds-checked build (CNN_CYTHON_DEBUG=1); in a release build the pointer is "
-             "never read and the result is right",
-        case=simple_case("conv2d", x=(1, 1, 0, 1), weight=(1, 1, 1, 1), bias=None, padding=1),
-        bounds_checked_only=True,
-        match=lambda case, args, what, exc: (case["op"] in ("conv2d", "conv2d_backward")
-                                             and isinstance(exc, IndexError)
-                                             and _image_is_empty(args[case["op"] != "conv2d":]))),
-    "pad2d_backward-view": dict(
-        what="pad2d_backward in zeros mode returns a view of grad_out (the same memory, "
-             "read-only if grad_out is) when the crop is contiguous, e.g. padding (0, 0, 0, 0)",
-        case=simple_case("pad2d_backward", grad_out=(2, 3, 4, 5), padding=(0, 0, 0, 0),
-                         mode="zeros"),
-        match=lambda case, args, what, exc: (case["op"] == "pad2d_backward" and what == "aliases"
-                                             and case["kwargs"].get("mode") == "zeros")),
-    "int-overflow": dict(
-        what="an int hyper-parameter of 2**63 or more (stride, dilation, kernel_size, "
-             "divisor_override) is not checked: it raises OverflowError from the Cython call, "
-             "or passes when there is nothing to compute (an empty batch); so does a "
-             "max_pool2d dilation times W of 2**63 or more (numpy's tap offsets)",
-        case=simple_case("conv2d", x=(1, 1, 1, 1), weight=(1, 1, 1, 1), bias=None, stride=2**63),
-        match=lambda case, args, what, exc: (
-            (isinstance(exc, OverflowError) and _huge_int(case, 2**62))
-            or (what == "accepted" and _huge_int(case, 2**63)))),
-}
+KNOWN_BUGS = {}  # none known: the five the fuzzer found are fixed
 
 
 def _known_bug(case, args, what, exc):

@@ -131,7 +131,34 @@ def test_the_oracle_agrees_with_torch(case):
     assert accepted == (verdict.kind in ("valid", "refused")), (verdict, case)
 
 
-# ------------------------------------------------------------ known bugs, until fixed
+# ------------------------------------------------------------ bugs the fuzzer found
+
+# Fixed, and kept fixed: each case once failed (see the commit that emptied KNOWN_BUGS).
+FIXED = {
+    "max_pool2d_backward checks indices into an empty plane": fuzzing.simple_case(
+        "max_pool2d_backward", grad_out=(1, 1, 1, 1), indices=dict(
+            shape=(1, 1, 1, 1), dtype="int64", layout="C", fill="indices", low=0, high=0),
+        input_shape=(1, 1, 0, 1)),
+    "conv_transpose2d of an empty image is the bias": fuzzing.simple_case(
+        "conv_transpose2d", x=(1, 1, 0, 1), weight=(1, 1, 2, 1), bias=(1,)),
+    "conv2d of an empty zero-padded image is the bias": fuzzing.simple_case(
+        "conv2d", x=(1, 1, 0, 1), weight=(1, 1, 1, 1), bias=(1,), padding=1),
+    "conv2d_backward of an empty zero-padded image": fuzzing.simple_case(
+        "conv2d_backward", grad_out=(1, 1, 2, 3), x=(1, 1, 0, 1), weight=(1, 1, 1, 1),
+        padding=1),
+    "pad2d_backward never returns a view": fuzzing.simple_case(
+        "pad2d_backward", grad_out=(2, 3, 4, 5), padding=(0, 0, 0, 0), mode="zeros"),
+    "an int beyond int64 is a ValueError": fuzzing.simple_case(
+        "conv2d", x=(1, 1, 1, 1), weight=(1, 1, 1, 1), bias=None, stride=2**63),
+    "a one-tap window ignores a huge dilation": fuzzing.simple_case(
+        "max_pool2d", x=(1, 1, 3, 3), kernel_size=1, dilation=2**62),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_bug(name):
+    fuzzing.check(FIXED[name])
+
 
 @pytest.mark.parametrize("name", sorted(fuzzing.KNOWN_BUGS))
 @pytest.mark.xfail(strict=True, raises=fuzzing.Failure,
