@@ -11,6 +11,7 @@ Files
 
         fashion = load_idx_dataset("/usr/share/datasets/fashion-mnist")
         fashion.X_train.shape            # (60000, 1, 28, 28), uint8
+        FASHION_MNIST_CLASSES[fashion.y_train[0]]   # 'Ankle boot'
 
 Mini-batches
     ``iterate_minibatches`` walks a data set in (optionally shuffled) batches.
@@ -45,7 +46,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .functional import _float_dtype, _int, _pair
 
 __all__ = [
-    "read_idx", "write_idx", "load_idx_dataset", "IdxDataset", "load_digits_images",
+    "read_idx", "write_idx", "load_idx_dataset", "IdxDataset", "FASHION_MNIST_CLASSES",
+    "load_digits_images",
     "iterate_minibatches",
     "translate", "random_shift", "random_crop", "rotate", "random_rotation", "random_flip",
     "gaussian_noise", "normalize", "fit_normalization",
@@ -195,6 +197,11 @@ def write_idx(path, array, compress=None):
     with open(path, "wb") as f:
         f.write(content)
 
+
+# The labels 0..9 of Fashion-MNIST, as its authors name them (Xiao, Rasul and
+# Vollgraf, 2017, and the data set's README).
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 IdxDataset = namedtuple("IdxDataset", ["X_train", "y_train", "X_test", "y_test"])
 IdxDataset.__doc__ = "A data set from ``load_idx_dataset``: images (n, 1, H, W), labels (n,)."

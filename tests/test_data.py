@@ -239,6 +239,29 @@ def test_debian_fashion_mnist():
     assert X_train.max() == 255 and X_train.min() == 0
 
 
+def test_fashion_mnist_class_names():
+    names = data.FASHION_MNIST_CLASSES
+    assert len(names) == 10 and len(set(names)) == 10
+    assert all(isinstance(name, str) and name for name in names)
+    assert (names[0], names[9]) == ("T-shirt/top", "Ankle boot")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")),
+                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_class_names_fit_the_images():
+    # All shoes in Fashion-MNIST face the same way, so the mean image of a footwear
+    # class is far from mirror-symmetric; clothes and bags are nearly symmetric.
+    X_test, y_test = data.load_idx_dataset(FASHION_MNIST)[2:]
+    asymmetry = []
+    for c in range(10):
+        mean_image = X_test[y_test == c, 0].mean(axis=0)
+        asymmetry.append(np.abs(mean_image - mean_image[:, ::-1]).mean())
+    most_asymmetric = {data.FASHION_MNIST_CLASSES[c] for c in np.argsort(asymmetry)[-3:]}
+    assert most_asymmetric == {"Sandal", "Sneaker", "Ankle boot"}
+    footwear, others = [5, 7, 9], [0, 1, 2, 3, 4, 6, 8]
+    assert min(asymmetry[c] for c in footwear) > 1.5 * max(asymmetry[c] for c in others)
+
+
 def test_load_digits_images():
     X, y = data.load_digits_images()
     assert X.shape == (1797, 1, 8, 8) and X.dtype == np.float64
