@@ -907,7 +907,7 @@ def test_relu_errors_name_the_argument():
 
 
 def test_importing_cnn_leaves_the_openmp_environment_as_it_was():
-    # cnn loads its kernels with OMP_WAIT_POLICY=PASSIVE (spinning threads stall
+    # cnn loads its kernels with GOMP_SPINCOUNT=3000 (long-spinning threads stall
     # every parallel region on a busy machine) and puts the environment back, so
     # that OpenMP runtimes loaded later see the user's settings; a user's own
     # policy is kept.
