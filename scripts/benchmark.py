@@ -162,11 +162,10 @@ def build_numpy(network):
 
 # ---------------------------------------------------------- one library, one child
 
-class Trainer:
-    """train_epoch(X, y, order), predict(X) -> logits as a NumPy array."""
+# Each trainer has train_epoch(X, y, rng) -> mean loss, first_loss(X, y), and
+# predict(X) -> logits as a NumPy array.
 
-
-class CnnTrainer(Trainer):
+class CnnTrainer:
     def __init__(self, network, state, batch_size, epochs):
         import cnn
         from cnn import optim
@@ -194,7 +193,7 @@ class CnnTrainer(Trainer):
         return self.cnn.predict_batches(self.model, X, batch_size=INFERENCE_BATCH)
 
 
-class TorchTrainer(Trainer):
+class TorchTrainer:
     def __init__(self, network, state, batch_size, epochs):
         import torch
 
@@ -238,7 +237,7 @@ class TorchTrainer(Trainer):
         return np.concatenate(out)
 
 
-class NumpyTrainer(Trainer):
+class NumpyTrainer:
     def __init__(self, network, state, batch_size, epochs, max_batches=None):
         import _numpy_net as npnet
 
