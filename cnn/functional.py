@@ -544,6 +544,20 @@ def _sum_threads(per_thread):
     return per_thread.sum(axis=0) if per_thread.shape[0] > 1 else per_thread[0]
 
 
+def _weight_grad_buffer(n_threads, w_shape, groups, dtype):
+    """Zeroed per-thread weight gradients, each group transposed: (threads, groups*K_g, M_g)."""
+    M_g = w_shape[0] // groups
+    return np.zeros((n_threads, groups * (int(np.prod(w_shape)) // w_shape[0]), M_g), dtype=dtype)
+
+
+def _weight_grad_result(per_thread, w_shape, groups):
+    """Sum _weight_grad_buffer over threads and transpose each group back to w_shape."""
+    total = _sum_threads(per_thread)
+    K_g, M_g = total.shape[0] // groups, total.shape[1]
+    return np.ascontiguousarray(
+        total.reshape(groups, K_g, M_g).transpose(0, 2, 1)).reshape(w_shape)
+
+
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1,
                     padding_mode="zeros", needs_input_grad=True):
     """Gradients of conv2d with respect to x, weight and bias.
@@ -585,7 +599,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                 _ops.depthwise_backward_input(grad_out, w3, grad_xp, padded, *geometry, n_threads)
         else:
             ws = _Workspace(g, dtype)
-            gw = np.zeros((ws.n_threads, g.C_out, weight.size // g.C_out), dtype=dtype)
+            gw = _weight_grad_buffer(ws.n_threads, weight.shape, g.groups, dtype)
             gb = np.zeros((ws.n_threads, g.C_out), dtype=dtype)
             g_flat = grad_out.reshape(g.N, g.C_out, -1)
             sizes = (g.H_out, g.W_out, g.groups, ws.chunk)
@@ -596,7 +610,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                     _ops.gemm_col2im(g_flat, weight.reshape(g.C_out, -1),
                                      np.empty(0, dtype=dtype), grad_xp, ws.col, ws.tmp,
                                      g.kH, g.kW, *geometry, *sizes, False, ws.n_threads)
-            grad_weight = _sum_threads(gw).reshape(weight.shape)
+            grad_weight = _weight_grad_result(gw, weight.shape, g.groups)
             grad_bias = _sum_threads(gb)
     if not needs_input_grad:
         return None, grad_weight, grad_bias
@@ -712,7 +726,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     grad_bias = grad_out.sum(axis=(0, 2, 3))
     if g.N and g.C_out and g.H_out * g.W_out:
         ws = _Workspace(g, dtype)
-        gw = np.zeros((ws.n_threads, g.C_out, weight.size // g.C_out), dtype=dtype)
+        gw = _weight_grad_buffer(ws.n_threads, weight.shape, g.groups, dtype)
         x_flat = x.reshape(g.N, g.C_out, -1)
         geometry = (g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW, g.H_out, g.W_out, g.groups,
                     ws.chunk)
@@ -723,7 +737,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
                 _ops.im2col_gemm(grad_out, weight.reshape(g.C_out, -1), np.empty(0, dtype=dtype),
                                  grad_input.reshape(x_flat.shape), ws.col, ws.tmp, *geometry,
                                  False, ws.n_threads)
-        grad_weight = _sum_threads(gw).reshape(weight.shape)
+        grad_weight = _weight_grad_result(gw, weight.shape, g.groups)
     return grad_input, grad_weight, grad_bias
 
 

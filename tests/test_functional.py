@@ -354,6 +354,27 @@ def test_avg_pool2d_matches_reference(dtype, case):
         assert_untouched(arrays, originals)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("divisor_override", [None, 3])
+def test_avg_pool2d_2x2_fast_path_matches_reference(dtype, ceil_mode, divisor_override):
+    # 2x2 stride 2 unpadded has its own kernel path: whole windows in one pass,
+    # the odd last row/column (ceil_mode) by the general path beside it.
+    rng = np.random.default_rng(0)
+    for H in range(1, 6):
+        for W in range(1, 6):
+            x = rng.standard_normal((2, 3, H, W)).astype(dtype)
+            kwargs = dict(kernel_size=2, stride=2, padding=0, ceil_mode=ceil_mode,
+                          divisor_override=divisor_override)
+            if H < 2 and not ceil_mode or W < 2 and not ceil_mode:
+                continue
+            expected = R.avg_pool2d(x, **kwargs)
+            grad_out = rng.standard_normal(expected.shape).astype(dtype)
+            assert_close(F.avg_pool2d(x, **kwargs), expected, dtype, f"{H}x{W}")
+            assert_close(F.avg_pool2d_backward(grad_out, x.shape, **kwargs),
+                         R.avg_pool2d_backward(grad_out, x.shape, **kwargs), dtype, f"{H}x{W}")
+
+
 @pytest.mark.parametrize("mode", PAD_MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @hypothesis_settings(25)
