@@ -406,21 +406,22 @@ def gemm_col2im(const floating[:, :, ::1] src,  # (N, M, H_src*W_src)
 
 def weight_grad(const floating[:, :, ::1] a,
                 const floating[:, :, :, ::1] b,
-                floating[:, :, ::1] grad_weight,  # OUT per thread (threads, groups*K_g, M_g), zeroed
+                floating[:, :, ::1] grad_weight,  # OUT per thread, zeroed: (threads, M, K_g),
+                                                  # or (threads, groups*K_g, M_g) if transposed
                 floating[:, ::1] grad_bias,       # OUT per thread (threads, M), zeroed
                 floating[:, :, ::1] col,          # scratch (threads, C*kH*kW, chunk*L)
                 floating[:, :, ::1] tmp,          # scratch (threads, M, chunk*L) if chunk > 1
                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                 Py_ssize_t H_a, Py_ssize_t W_a, Py_ssize_t groups, Py_ssize_t chunk,
-                bint want_bias, int n_threads):
-    """grad_weight[t, g] += (a[n, g] @ im2col(b[n])[g]^T)^T over the images n of thread t.
+                bint want_bias, bint transposed, int n_threads):
+    """grad_weight[t, g] += a[n, g] @ im2col(b[n])[g]^T over the images n of thread t.
 
     For conv2d a is grad_out and b the input; for conv_transpose2d a is the
     input and b grad_out. grad_bias[t, m] accumulates the row sums of a.
-    The caller sums the per-thread slices and transposes each group back.
-    The gradient is computed transposed, im2col(b) @ a^T, because OpenBLAS
-    runs that shape (long K_g rows of columns, few outputs) markedly faster:
+    The caller sums the per-thread slices. With `transposed` each group's
+    gradient is computed as its transpose, im2col(b) @ a^T (the caller
+    transposes back): OpenBLAS runs that shape markedly faster when K_g >= M_g,
     87-97 against 58-78 GFLOP/s per core on the benchmark's convolutions.
     """
     cdef Py_ssize_t N = b.shape[0], C = b.shape[1], H = b.shape[2], W = b.shape[3]
@@ -453,8 +454,12 @@ def weight_grad(const floating[:, :, ::1] a,
                            H_a, W_a, ld, &col[tid, 0, 0] + i * L)
                 cols = &col[tid, 0, 0]
             for g in range(groups):
-                gemm(False, True, K_g, M_g, ld, 1, cols + g * K_g * ld, ld,
-                     s + g * M_g * ld, ld, 1, &grad_weight[tid, g * K_g, 0], M_g)
+                if transposed:
+                    gemm(False, True, K_g, M_g, ld, 1, cols + g * K_g * ld, ld,
+                         s + g * M_g * ld, ld, 1, &grad_weight[tid, g * K_g, 0], M_g)
+                else:
+                    gemm(False, True, M_g, K_g, ld, 1, s + g * M_g * ld, ld,
+                         cols + g * K_g * ld, ld, 1, &grad_weight[tid, g * M_g, 0], K_g)
             if want_bias:
                 for m in range(M):
                     grad_bias[tid, m] += row_sum(s + m * ld, ld)

@@ -10,6 +10,7 @@ without bounds checks: every bad shape, argument or dtype raises a
 boolean arrays are converted to float64. Non-contiguous and read-only arrays
 are accepted (they are copied to C order when needed, never written to).
 """
+import math
 import numbers
 import threading
 from collections import namedtuple
@@ -545,14 +546,19 @@ def _sum_threads(per_thread):
 
 
 def _weight_grad_buffer(n_threads, w_shape, groups, dtype):
-    """Zeroed per-thread weight gradients, each group transposed: (threads, groups*K_g, M_g)."""
-    M_g = w_shape[0] // groups
-    return np.zeros((n_threads, groups * (int(np.prod(w_shape)) // w_shape[0]), M_g), dtype=dtype)
+    """Zeroed per-thread weight gradients for _ops.weight_grad, and whether they are
+    transposed per group, (threads, groups*K_g, M_g), which is faster when K_g >= M_g."""
+    M, K_g = w_shape[0], math.prod(w_shape[1:])
+    transposed = K_g >= M // groups
+    shape = (n_threads, groups * K_g, M // groups) if transposed else (n_threads, M, K_g)
+    return np.zeros(shape, dtype=dtype), transposed
 
 
-def _weight_grad_result(per_thread, w_shape, groups):
-    """Sum _weight_grad_buffer over threads and transpose each group back to w_shape."""
+def _weight_grad_result(per_thread, transposed, w_shape, groups):
+    """Sum _weight_grad_buffer over threads; transpose each group back to w_shape."""
     total = _sum_threads(per_thread)
+    if not transposed:
+        return total.reshape(w_shape)
     K_g, M_g = total.shape[0] // groups, total.shape[1]
     return np.ascontiguousarray(
         total.reshape(groups, K_g, M_g).transpose(0, 2, 1)).reshape(w_shape)
@@ -599,18 +605,18 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                 _ops.depthwise_backward_input(grad_out, w3, grad_xp, padded, *geometry, n_threads)
         else:
             ws = _Workspace(g, dtype)
-            gw = _weight_grad_buffer(ws.n_threads, weight.shape, g.groups, dtype)
+            gw, gw_transposed = _weight_grad_buffer(ws.n_threads, weight.shape, g.groups, dtype)
             gb = np.zeros((ws.n_threads, g.C_out), dtype=dtype)
             g_flat = grad_out.reshape(g.N, g.C_out, -1)
             sizes = (g.H_out, g.W_out, g.groups, ws.chunk)
             with _blas_single_threaded(ws.n_threads):
                 _ops.weight_grad(g_flat, xp, gw, gb, ws.col, ws.tmp, g.kH, g.kW, *geometry,
-                                 *sizes, True, ws.n_threads)
+                                 *sizes, True, gw_transposed, ws.n_threads)
                 if needs_input_grad:
                     _ops.gemm_col2im(g_flat, weight.reshape(g.C_out, -1),
                                      np.empty(0, dtype=dtype), grad_xp, ws.col, ws.tmp,
                                      g.kH, g.kW, *geometry, *sizes, False, ws.n_threads)
-            grad_weight = _weight_grad_result(gw, weight.shape, g.groups)
+            grad_weight = _weight_grad_result(gw, gw_transposed, weight.shape, g.groups)
             grad_bias = _sum_threads(gb)
     if not needs_input_grad:
         return None, grad_weight, grad_bias
@@ -726,18 +732,18 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     grad_bias = grad_out.sum(axis=(0, 2, 3))
     if g.N and g.C_out and g.H_out * g.W_out:
         ws = _Workspace(g, dtype)
-        gw = _weight_grad_buffer(ws.n_threads, weight.shape, g.groups, dtype)
+        gw, gw_transposed = _weight_grad_buffer(ws.n_threads, weight.shape, g.groups, dtype)
         x_flat = x.reshape(g.N, g.C_out, -1)
         geometry = (g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW, g.H_out, g.W_out, g.groups,
                     ws.chunk)
         with _blas_single_threaded(ws.n_threads):
             _ops.weight_grad(x_flat, grad_out, gw, np.empty((ws.n_threads, 0), dtype=dtype),
-                             ws.col, ws.tmp, *geometry, False, ws.n_threads)
+                             ws.col, ws.tmp, *geometry, False, gw_transposed, ws.n_threads)
             if needs_input_grad:
                 _ops.im2col_gemm(grad_out, weight.reshape(g.C_out, -1), np.empty(0, dtype=dtype),
                                  grad_input.reshape(x_flat.shape), ws.col, ws.tmp, *geometry,
                                  False, ws.n_threads)
-        grad_weight = _weight_grad_result(gw, weight.shape, g.groups)
+        grad_weight = _weight_grad_result(gw, gw_transposed, weight.shape, g.groups)
     return grad_input, grad_weight, grad_bias
 
 
