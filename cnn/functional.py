@@ -135,7 +135,7 @@ def _threads(n_items, work):
 # threads under another thread's kernel.)
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_limiter = None
+_blas_saved = None  # [(library controller, its thread count before)]
 _blas_libraries = None  # found once: looking among all loaded libraries takes ms
 
 
@@ -154,15 +154,15 @@ def blas_on_one_thread():
     good after overlapping predictions). The BLAS libraries are found once:
     looking for them among all loaded libraries took 4.6 ms a call.
     """
-    global _blas_users, _blas_limiter, _blas_libraries
+    global _blas_users, _blas_saved, _blas_libraries
     with _blas_lock:
         if _blas_users == 0:
             if _blas_libraries is None:
-                from threadpoolctl import ThreadpoolController
-
-                _blas_libraries = ThreadpoolController().select(user_api="blas")
-            with _blas_control():
-                _blas_limiter = _blas_libraries.limit(limits=1)
+                _blas_libraries = _blas_thread_setters()
+            _blas_saved = [(get(), set_) for get, set_ in _blas_libraries]
+            for n, set_ in _blas_saved:
+                if n != 1:
+                    set_(1)
         _blas_users += 1
     try:
         yield
@@ -170,9 +170,41 @@ def blas_on_one_thread():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                with _blas_control():
-                    _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+                for n, set_ in _blas_saved:
+                    if n is not None and n != 1:
+                        set_(n)
+                _blas_saved = None
+
+
+def _blas_thread_setters():
+    """(get, set) of the thread count of each BLAS library loaded, found once.
+
+    A pthreads OpenBLAS is set through its own C functions, which take a
+    fraction of a microsecond: threadpoolctl's limit() and restore took 16 us,
+    a tenth of a small layer's forward and backward. Other libraries go through
+    threadpoolctl's controllers.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    setters = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        get = set_ = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == "pthreads":
+            find = getattr(lib, "_get_symbol", None)  # threadpoolctl's own symbol lookup
+            if find is not None:
+                get, set_ = find("openblas_get_num_threads"), find("openblas_set_num_threads")
+        if get is None or set_ is None:
+            setters.append((lib.get_num_threads, _controlled(lib.set_num_threads)))
+        else:
+            setters.append((get, set_))
+    return setters
+
+
+def _controlled(set_num_threads):
+    def set_(n):
+        with _blas_control():
+            set_num_threads(n)
+    return set_
 
 
 @contextmanager
