@@ -356,6 +356,26 @@ def test_avg_pool2d_matches_reference(dtype, case):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("values", [(-1.0, 0.0, 1.0), (np.nan, -1.0, 1.0),
+                                    (np.nan, np.inf, -np.inf, 0.0), (0.0, -0.0)])
+def test_max_pool2d_2x2_fast_path_matches_reference(dtype, ceil_mode, values):
+    # 2x2 stride 2 unpadded has its own kernel path, which finds each window's
+    # index again from its maximum: ties, NaNs, infinities and signed zeros.
+    rng = np.random.default_rng(0)
+    kwargs = dict(kernel_size=2, stride=2, padding=0, ceil_mode=ceil_mode)
+    for H in range(2, 6):
+        for W in range(2, 6):
+            x = rng.choice(np.array(values), (2, 3, H, W)).astype(dtype)
+            expected, expected_indices = R.max_pool2d(x, return_indices=True, **kwargs)
+            out, indices = F.max_pool2d(x, return_indices=True, **kwargs)
+            np.testing.assert_array_equal(indices, expected_indices, err_msg=f"{H}x{W}")
+            for got in (out, F.max_pool2d(x, **kwargs)):
+                np.testing.assert_array_equal(got, expected, err_msg=f"{H}x{W}")
+                np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("divisor_override", [None, 3])
 def test_avg_pool2d_2x2_fast_path_matches_reference(dtype, ceil_mode, divisor_override):
     # 2x2 stride 2 unpadded has its own kernel path: whole windows in one pass,
