@@ -358,13 +358,15 @@ def test_avg_pool2d_matches_reference(dtype, case):
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("values", [(-1.0, 0.0, 1.0), (np.nan, -1.0, 1.0),
                                     (np.nan, np.inf, -np.inf, 0.0), (0.0, -0.0)])
-def test_max_pool2d_2x2_fast_path_matches_reference(dtype, ceil_mode, values):
-    # 2x2 stride 2 unpadded has its own kernel path, which finds each window's
-    # index again from its maximum: ties, NaNs, infinities and signed zeros.
+@pytest.mark.parametrize("kernel_size, padding", [(2, 0), (3, 0), (3, 1)])
+def test_max_pool2d_fast_paths_match_reference(dtype, ceil_mode, values, kernel_size, padding):
+    # 2x2 and 3x3 windows of stride 2 have their own kernels, which find each
+    # window's index again from its maximum: ties, NaNs, infinities and signed
+    # zeros; the windows at the edges go another way.
     rng = np.random.default_rng(0)
-    kwargs = dict(kernel_size=2, stride=2, padding=0, ceil_mode=ceil_mode)
-    for H in range(2, 6):
-        for W in range(2, 6):
+    kwargs = dict(kernel_size=kernel_size, stride=2, padding=padding, ceil_mode=ceil_mode)
+    for H in range(kernel_size, 8):
+        for W in range(kernel_size, 8):
             x = rng.choice(np.array(values), (2, 3, H, W)).astype(dtype)
             expected, expected_indices = R.max_pool2d(x, return_indices=True, **kwargs)
             out, indices = F.max_pool2d(x, return_indices=True, **kwargs)
