@@ -324,9 +324,11 @@ def _time_all(fns, repeats, warmup):
     times = {}
     for case, by_lib in fns:
         for lib, (forward, forward_backward) in by_lib.items():
+            # before each block, the first too: _verify's calls of every library
+            # left threads spinning, which made the first case's cnn forward 7x slower
+            time.sleep(PAUSE)
             times[case.name, lib] = (_median_time(forward, repeats, warmup),
                                      _median_time(forward_backward, repeats, warmup))
-            time.sleep(PAUSE)
     return times
 
 
