@@ -719,6 +719,20 @@ cdef inline Span window_taps(Py_ssize_t start, Py_ssize_t dilation, Py_ssize_t k
     return r
 
 
+cdef inline Span whole_windows_s2(Py_ssize_t k, Py_ssize_t pad, Py_ssize_t W,
+                                  Py_ssize_t W_out) noexcept nogil:
+    """The windows [lo, hi) of a row, k wide at stride 2 from -pad, that lie whole
+    inside [0, W): -pad + 2*o >= 0 and -pad + 2*o + k <= W. The pooling fast
+    paths (2x2 and 3x3 windows of stride 2) run on these."""
+    cdef Span r
+    r.lo = min(W_out, (pad + 1) // 2)
+    r.hi = min(W_out, (W - k + pad) // 2 + 1) if W - k + pad >= 0 else 0
+    if r.hi < r.lo:
+        r.hi = r.lo
+    r.count = r.hi - r.lo
+    return r
+
+
 cdef void max_pool_row(const floating* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh,
                        Py_ssize_t lo, Py_ssize_t hi, floating* orow, floating* trow,
                        int64_t* irow, const int64_t* tap_offsets,
@@ -902,7 +916,8 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
     cdef bint plain = dH == 1 and dW == 1 and sH == 2 and sW == 2 and W < (1 << 20)
     cdef int kind = (2 if plain and kH == 2 and kW == 2 else
                      3 if plain and kH == 3 and kW == 3 else 0)
-    cdef Py_ssize_t p, oh, ow, lo, hi, top, left, first
+    cdef Span whole = whole_windows_s2(kind, pW, W, W_out)  # the same in every row
+    cdef Py_ssize_t p, oh, ow, top, first, left = -pW
     cdef const floating* plane
     cdef floating* orow
     cdef floating* trow
@@ -918,24 +933,19 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                 orow = &out[p, oh, 0]
                 irow = &indices[p, oh, 0] if want_indices else NULL
                 top = oh * sH - pH
-                left = -pW
-                lo = hi = 0
-                if kind and top >= 0 and top + kind <= H and W - kind - left >= 0:
-                    # whole windows: left + 2*ow >= 0 and left + 2*ow + kind <= W
-                    lo = (-left + 1) // 2
-                    hi = min(W_out, (W - kind - left) // 2 + 1)
-                if lo < hi:
-                    first = top * W + left + 2 * lo  # the first input of window lo
+                if kind and whole.count and top >= 0 and top + kind <= H:
+                    first = top * W + left + 2 * whole.lo  # the first input of window lo
                     if kind == 2:
-                        max_pool_row_2x2(plane + first, W, hi - lo, orow + lo, trow,
-                                         irow + lo if want_indices else NULL, first)
+                        max_pool_row_2x2(plane + first, W, whole.count, orow + whole.lo, trow,
+                                         irow + whole.lo if want_indices else NULL, first)
                     else:
-                        max_pool_row_3x3s2(plane + first, W, hi - lo, orow + lo, trow,
-                                           irow + lo if want_indices else NULL, first)
-                    for ow in range(lo):
+                        max_pool_row_3x3s2(plane + first, W, whole.count, orow + whole.lo,
+                                           trow, irow + whole.lo if want_indices else NULL,
+                                           first)
+                    for ow in range(whole.lo):
                         max_pool_window(plane, H, W, top, left + 2 * ow, kH, kW, 1, 1,
                                         orow + ow, irow + ow if want_indices else NULL)
-                    for ow in range(hi, W_out):
+                    for ow in range(whole.hi, W_out):
                         max_pool_window(plane, H, W, top, left + 2 * ow, kH, kW, 1, 1,
                                         orow + ow, irow + ow if want_indices else NULL)
                 else:
@@ -985,16 +995,6 @@ cdef inline Span avg_window(Py_ssize_t o, Py_ssize_t s, Py_ssize_t pad, Py_ssize
     return r
 
 
-cdef inline Py_ssize_t full_2x2_windows(Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH,
-                                         Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
-                                         Py_ssize_t W, Py_ssize_t W_out) noexcept nogil:
-    """How many windows of a row lie whole inside the input, when pooling is 2x2
-    with stride 2 and no padding (the common case, which has a fast path); else 0."""
-    if kH != 2 or kW != 2 or sH != 2 or sW != 2 or pH != 0 or pW != 0:
-        return 0
-    return min(W_out, W // 2)
-
-
 def avg_pool2d_forward(const floating[:, :, ::1] x,
                        floating[:, :, ::1] out,     # OUT (planes, H_out, W_out)
                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
@@ -1008,7 +1008,9 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,
     cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
-    cdef Py_ssize_t n_full = full_2x2_windows(kH, kW, sH, sW, pH, pW, W, W_out)
+    # whole 2x2 stride-2 windows of a row (unpadded: they start at 0), fast path
+    cdef Py_ssize_t n_full = (whole_windows_s2(2, 0, W, W_out).hi if kH == 2 and kW == 2
+                              and sH == 2 and sW == 2 and pH == 0 and pW == 0 else 0)
     cdef floating full_divisor = divisor_override if divisor_override > 0 else 4
     cdef Py_ssize_t p, oh, ow, ow0, ih, kw, off_w, divisor
     cdef Span rh, rw, w
@@ -1071,7 +1073,9 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
     cdef unsigned int mxcsr = 0
     cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
     cdef Py_ssize_t H_out = grad_out.shape[1], W_out = grad_out.shape[2]
-    cdef Py_ssize_t n_full = full_2x2_windows(kH, kW, sH, sW, pH, pW, W, W_out)
+    # whole 2x2 stride-2 windows of a row (unpadded: they start at 0), fast path
+    cdef Py_ssize_t n_full = (whole_windows_s2(2, 0, W, W_out).hi if kH == 2 and kW == 2
+                              and sH == 2 and sW == 2 and pH == 0 and pW == 0 else 0)
     cdef bint covered = n_full and 2 * n_full == W and 2 * H_out == H
     cdef floating full_divisor = divisor_override if divisor_override > 0 else 4
     cdef Py_ssize_t p, oh, ow, ow0, ih, kw, off_w, divisor
@@ -1106,7 +1110,7 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,
                     ow0 = n_full
                     if ow0 == W_out:
                         continue
-                for ow in range(W_out):
+                for ow in range(ow0, W_out):
                     rw = avg_window(ow, sW, pW, kW, W)
                     if divisor_override > 0:
                         divisor = divisor_override
