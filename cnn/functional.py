@@ -135,7 +135,7 @@ def _threads(n_items, work):
 # threads under another thread's kernel.)
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved = None  # [(library controller, its thread count before)]
+_blas_saved = None  # [(thread count before, its setter)] of the libraries set to one
 _blas_libraries = None  # found once: looking among all loaded libraries takes ms
 
 
@@ -159,10 +159,12 @@ def blas_on_one_thread():
         if _blas_users == 0:
             if _blas_libraries is None:
                 _blas_libraries = _blas_thread_setters()
-            _blas_saved = [(get(), set_) for get, set_ in _blas_libraries]
+            # the libraries to set back: those on more than one thread (a count
+            # that cannot be read is one that cannot be set either)
+            counts = [(get(), set_) for get, set_ in _blas_libraries]
+            _blas_saved = [(n, set_) for n, set_ in counts if n is not None and n != 1]
             for n, set_ in _blas_saved:
-                if n != 1:
-                    set_(1)
+                set_(1)
         _blas_users += 1
     try:
         yield
@@ -171,8 +173,7 @@ def blas_on_one_thread():
             _blas_users -= 1
             if _blas_users == 0:
                 for n, set_ in _blas_saved:
-                    if n is not None and n != 1:
-                        set_(n)
+                    set_(n)
                 _blas_saved = None
 
 
