@@ -883,21 +883,28 @@ def max_pool2d_backward(grad_out, indices, input_shape):
             f"indices and grad_out must have the same shape, got indices {indices.shape} "
             f"and grad_out {grad_out.shape}")
     grad_input = np.empty((N, C, H, W), dtype=grad_out.dtype)
+    if grad_input.size == 0 or grad_out.size == 0:
+        grad_input.fill(0)
+        _check_indices_range(indices, N, C, H, W)
+        return grad_input
+    given, indices = indices, np.ascontiguousarray(indices, dtype=np.int64)
+    P = N * C
+    # the kernel checks every index before it writes through it, and counts those out of range
+    n_bad = _ops.max_pool2d_backward(grad_out.reshape(P, *grad_out.shape[2:]),
+                                     indices.reshape(P, *indices.shape[2:]),
+                                     grad_input.reshape(P, H, W), _threads(P, grad_input.size))
+    if n_bad:
+        _check_indices_range(given, N, C, H, W)
+    return grad_input
+
+
+def _check_indices_range(indices, N, C, H, W):
     if indices.size:
         lo, hi = indices.min(), indices.max()
         if lo < 0 or hi >= H * W:
             raise ValueError(
                 f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}, "
                 f"got values in [{lo}, {hi}]")
-    if grad_input.size == 0 or grad_out.size == 0:
-        grad_input.fill(0)
-        return grad_input
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
-    P = N * C
-    _ops.max_pool2d_backward(grad_out.reshape(P, *grad_out.shape[2:]),
-                             indices.reshape(P, *indices.shape[2:]),
-                             grad_input.reshape(P, H, W), _threads(P, grad_input.size))
-    return grad_input
 
 
 def _divisor(divisor_override):
