@@ -56,6 +56,61 @@ cdef extern from *:
     static unsigned int cnn_ftz_begin(void) { return 0; }
     static void cnn_ftz_end(unsigned int old) { (void)old; }
     #endif
+
+    /* Weight gradient of a 3x3 stride-1 depthwise plane: t[i*3+j] += sum over
+       (oh, ow) of g[oh, ow] * xp[oh + i, ow + j], xp the input plane padded to
+       (H_out + 2, W_out + 2). A strip of columns at a time, its nine partial
+       sums kept in vector registers down the whole plane: the plain loops kept
+       them in memory, two loads and a store per multiply-add. GCC's and
+       Clang's vector extensions compile to SSE2 on any x86-64 (no -march). */
+    #define CNN_DW3X3_WGRAD(NAME, T, LANES)                                        \
+    static void NAME(const T* g, const T* xp, Py_ssize_t H_out, Py_ssize_t W_out,  \
+                     T* t) {                                                       \
+        typedef T V __attribute__((vector_size(LANES * sizeof(T))));               \
+        Py_ssize_t Wp = W_out + 2, oh, ow, l, end = W_out - W_out % LANES;         \
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0},    \
+          a7 = {0}, a8 = {0}, gv, v;                                               \
+        T s[9] = {0};                                                              \
+        for (ow = 0; ow < end; ow += LANES) {                                      \
+            for (oh = 0; oh < H_out; oh++) {                                       \
+                const T* r0 = xp + oh * Wp + ow;                                   \
+                const T* r1 = r0 + Wp;                                             \
+                const T* r2 = r1 + Wp;                                             \
+                memcpy(&gv, g + oh * W_out + ow, sizeof(V));                       \
+                memcpy(&v, r0, sizeof(V)); a0 += gv * v;                           \
+                memcpy(&v, r0 + 1, sizeof(V)); a1 += gv * v;                       \
+                memcpy(&v, r0 + 2, sizeof(V)); a2 += gv * v;                       \
+                memcpy(&v, r1, sizeof(V)); a3 += gv * v;                           \
+                memcpy(&v, r1 + 1, sizeof(V)); a4 += gv * v;                       \
+                memcpy(&v, r1 + 2, sizeof(V)); a5 += gv * v;                       \
+                memcpy(&v, r2, sizeof(V)); a6 += gv * v;                           \
+                memcpy(&v, r2 + 1, sizeof(V)); a7 += gv * v;                       \
+                memcpy(&v, r2 + 2, sizeof(V)); a8 += gv * v;                       \
+            }                                                                      \
+        }                                                                          \
+        for (l = 0; l < LANES; l++) {                                              \
+            s[0] += a0[l]; s[1] += a1[l]; s[2] += a2[l]; s[3] += a3[l];            \
+            s[4] += a4[l]; s[5] += a5[l]; s[6] += a6[l]; s[7] += a7[l];            \
+            s[8] += a8[l];                                                         \
+        }                                                                          \
+        for (ow = end; ow < W_out; ow++) {                                         \
+            for (oh = 0; oh < H_out; oh++) {                                       \
+                const T* r0 = xp + oh * Wp + ow;                                   \
+                T gs = g[oh * W_out + ow];                                         \
+                s[0] += gs * r0[0]; s[1] += gs * r0[1]; s[2] += gs * r0[2];        \
+                s[3] += gs * r0[Wp]; s[4] += gs * r0[Wp + 1];                      \
+                s[5] += gs * r0[Wp + 2]; s[6] += gs * r0[2 * Wp];                  \
+                s[7] += gs * r0[2 * Wp + 1]; s[8] += gs * r0[2 * Wp + 2];          \
+            }                                                                      \
+        }                                                                          \
+        for (l = 0; l < 9; l++) t[l] += s[l];                                      \
+    }
+    #if defined(__GNUC__)
+    CNN_DW3X3_WGRAD(cnn_dw3x3_wgrad_float, float, 4)
+    CNN_DW3X3_WGRAD(cnn_dw3x3_wgrad_double, double, 2)
+    #else
+    #error "cnn's kernels need GCC or Clang (vector extensions)"
+    #endif
     """
     int CNN_BOUNDSCHECK
     int cnn_max_threads() noexcept nogil
@@ -63,6 +118,10 @@ cdef extern from *:
     int cnn_have_openmp() noexcept nogil
     unsigned int cnn_ftz_begin() noexcept nogil
     void cnn_ftz_end(unsigned int old) noexcept nogil
+    void cnn_dw3x3_wgrad_float(const float* g, const float* xp, Py_ssize_t H_out,
+                               Py_ssize_t W_out, float* t) noexcept nogil
+    void cnn_dw3x3_wgrad_double(const double* g, const double* xp, Py_ssize_t H_out,
+                                Py_ssize_t W_out, double* t) noexcept nogil
 
 
 # True in a build made with CNN_CYTHON_DEBUG=1 (bounds checks on).
@@ -474,23 +533,19 @@ def weight_grad(const floating[:, :, ::1] a,
 
 cdef void pad_plane(const floating* src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t top,
                     Py_ssize_t left, Py_ssize_t Hp, Py_ssize_t Wp,
-                    floating* dst) noexcept nogil:  # OUT: dst (Hp, Wp)
-    """dst = src placed with its corner at (top, left) >= 0, zeros around, clipped to (Hp, Wp)."""
-    cdef Py_ssize_t r, q, ih, hi = min(Wp, left + W)
-    cdef floating* row
-    for r in range(Hp):
-        row = dst + r * Wp
-        ih = r - top
-        if ih < 0 or ih >= H:
-            for q in range(Wp):
-                row[q] = 0
-            continue
-        for q in range(left):
-            row[q] = 0
-        for q in range(left, hi):
-            row[q] = src[ih * W + q - left]
-        for q in range(hi, Wp):
-            row[q] = 0
+                    floating* dst) noexcept nogil:  # OUT: dst (Hp, Wp), its zeros already there
+    """Copy src into dst with its corner at (top, left) >= 0, clipped to (Hp, Wp).
+
+    Only the rows of src are written: the zeros around them are written once,
+    when a kernel zeroes its thread's scratch plane, and stay, as every plane
+    a kernel pads has the same geometry. (Writing them each time took a third
+    of a depthwise layer's forward and backward.)
+    """
+    cdef Py_ssize_t r, hi = min(Wp, left + W)
+    if hi <= left:
+        return
+    for r in range(max(top, 0), min(Hp, top + H)):
+        memcpy(dst + r * Wp + left, src + (r - top) * W, (hi - left) * sizeof(floating))
 
 
 cdef void conv3x3_plane(const floating* xp, Py_ssize_t Wp, const floating* k, bint flip,
@@ -554,6 +609,7 @@ def depthwise_forward(const floating[:, :, :, ::1] x,
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
+        memset(&padded[tid, 0], 0, padded.shape[1] * sizeof(floating))  # pad_plane's zeros
         for p in prange(N * C_out, schedule="static"):
             n = p // C_out
             co = p % C_out
@@ -613,6 +669,7 @@ def depthwise_backward_input(const floating[:, :, :, ::1] grad_out,
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
+        memset(&padded[tid, 0], 0, padded.shape[1] * sizeof(floating))  # pad_plane's zeros
         for p in prange(N * C, schedule="static"):
             n = p // C
             c = p % C
@@ -649,12 +706,15 @@ def depthwise_backward_weight(const floating[:, :, :, ::1] grad_out,
                               floating[:, :, ::1] grad_weight,   # OUT (C_out, kH, kW)
                               floating[::1] grad_bias,           # OUT (C_out,)
                               floating[:, :, ::1] acc,           # scratch (threads, kH*kW, H_out*W_out)
+                              floating[:, :] padded,             # scratch (threads, (H_out+2)*(W_out+2)) or (threads, 0)
                               Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t pH, Py_ssize_t pW,
                               Py_ssize_t dH, Py_ssize_t dW, int n_threads):
     """One output channel per iteration, so no two threads write the same gradient.
 
-    Products are summed position by position into a plane per tap (vectorisable
-    multiply-adds), and each plane is reduced once at the end.
+    A non-empty `padded` selects the stride-1 3x3 path: each input plane is
+    padded and cnn_dw3x3_wgrad sums the nine taps' products in registers.
+    Otherwise products are summed position by position into a plane per tap
+    (vectorisable multiply-adds), and each plane is reduced once at the end.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t C_out = grad_out.shape[1], H_out = grad_out.shape[2], W_out = grad_out.shape[3]
@@ -662,6 +722,7 @@ def depthwise_backward_weight(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t L = H_out * W_out, multiplier = C_out // C
     cdef Py_ssize_t n, co, i, j, oh, ow, off_h, off_w
     cdef Span h, w
+    cdef bint fast = padded.shape[1] > 0
     cdef floating bias_sum
     cdef floating* plane
     cdef const floating* g
@@ -671,9 +732,27 @@ def depthwise_backward_weight(const floating[:, :, :, ::1] grad_out,
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
+        memset(&padded[tid, 0], 0, padded.shape[1] * sizeof(floating))  # pad_plane's zeros
         for co in prange(C_out, schedule="static"):
-            memset(&acc[tid, 0, 0], 0, kH * kW * L * sizeof(floating))
             bias_sum = 0
+            if fast:
+                plane = &acc[tid, 0, 0]  # the nine sums
+                for i in range(9):
+                    plane[i] = 0
+                for n in range(N):
+                    g = &grad_out[n, co, 0, 0]
+                    bias_sum = bias_sum + row_sum(g, L)
+                    pad_plane(&x[n, co // multiplier, 0, 0], H, W, pH, pW, H_out + 2, W_out + 2,
+                              &padded[tid, 0])
+                    if floating is float:
+                        cnn_dw3x3_wgrad_float(g, &padded[tid, 0], H_out, W_out, plane)
+                    else:
+                        cnn_dw3x3_wgrad_double(g, &padded[tid, 0], H_out, W_out, plane)
+                for i in range(9):
+                    grad_weight[co, i // 3, i % 3] = plane[i]
+                grad_bias[co] = bias_sum
+                continue
+            memset(&acc[tid, 0, 0], 0, kH * kW * L * sizeof(floating))
             for n in range(N):
                 bias_sum = bias_sum + row_sum(&grad_out[n, co, 0, 0], L)
                 for i in range(kH):

@@ -631,9 +631,12 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         if _is_depthwise(g):
             w3 = weight.reshape(g.C_out, g.kH, g.kW)
             n_threads = _threads(g.C_out, _conv_work(g))
-            acc = np.empty((n_threads, g.kH * g.kW, g.H_out * g.W_out), dtype=dtype)
+            padded = _depthwise_scratch(g, n_threads, dtype, (g.H_out + 2) * (g.W_out + 2))
+            # the 3x3 path keeps only its nine sums in acc
+            acc = np.empty((n_threads, g.kH * g.kW, 1 if padded.shape[1] else g.H_out * g.W_out),
+                           dtype=dtype)
             _ops.depthwise_backward_weight(grad_out, xp, grad_weight.reshape(w3.shape), grad_bias,
-                                           acc, *geometry, n_threads)
+                                           acc, padded, *geometry, n_threads)
             if needs_input_grad:
                 n_threads = _threads(g.N * g.C, _conv_work(g))
                 padded = _depthwise_scratch(g, n_threads, dtype, (xp.shape[2] + 2) * (xp.shape[3] + 2))
