@@ -14,7 +14,7 @@ import math
 import numbers
 import threading
 from collections import namedtuple
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -139,7 +139,6 @@ _blas_saved = None  # [(thread count before, its setter)] of the libraries set t
 _blas_libraries = None  # found once: looking among all loaded libraries takes ms
 
 
-@contextmanager
 def blas_on_one_thread():
     """A context in which BLAS runs on one thread (the convolutions keep their OpenMP threads).
 
@@ -154,27 +153,44 @@ def blas_on_one_thread():
     good after overlapping predictions). The BLAS libraries are found once:
     looking for them among all loaded libraries took 4.6 ms a call.
     """
-    global _blas_users, _blas_saved, _blas_libraries
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_libraries is None:
-                _blas_libraries = _blas_thread_setters()
-            # the libraries to set back: those on more than one thread (a count
-            # that cannot be read is one that cannot be set either)
-            counts = [(get(), set_) for get, set_ in _blas_libraries]
-            _blas_saved = [(n, set_) for n, set_ in counts if n is not None and n != 1]
-            for n, set_ in _blas_saved:
-                set_(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
+    return _BLAS_ON_ONE_THREAD
+
+
+class _BlasOnOneThread:
+    """blas_on_one_thread's context: its state is global, so one object serves every use.
+
+    A class rather than a generator context: every convolution enters it, and
+    @contextmanager's generator cost a tenth of a small layer's Python time.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _blas_users, _blas_saved, _blas_libraries
+        with _blas_lock:
+            if _blas_users == 0:
+                if _blas_libraries is None:
+                    _blas_libraries = _blas_thread_setters()
+                # the libraries to set back: those on more than one thread (a count
+                # that cannot be read is one that cannot be set either)
+                counts = [(get(), set_) for get, set_ in _blas_libraries]
+                _blas_saved = [(n, set_) for n, set_ in counts if n is not None and n != 1]
+                for n, set_ in _blas_saved:
+                    set_(1)
+            _blas_users += 1
+
+    def __exit__(self, *exc_info):
+        global _blas_users, _blas_saved
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
                 for n, set_ in _blas_saved:
                     set_(n)
                 _blas_saved = None
+        return False
+
+
+_BLAS_ON_ONE_THREAD = _BlasOnOneThread()
 
 
 def _blas_thread_setters():
@@ -229,17 +245,12 @@ def _blas_control():
             clear(force=True)
 
 
-@contextmanager
 def _blas_single_threaded(n_threads):
     """BLAS runs on one thread while our threads call it (never both threaded).
 
     When the kernel itself runs on one thread, BLAS keeps its own threads.
     """
-    if n_threads <= 1:
-        yield
-        return
-    with blas_on_one_thread():
-        yield
+    return _BLAS_ON_ONE_THREAD if n_threads > 1 else nullcontext()
 
 
 def _thread_rows(n_threads, size, dtype):
