@@ -523,6 +523,11 @@ class _Workspace:
         self.col = np.empty((self.n_threads, g.C * g.kH * g.kW, width), dtype=dtype)
         tmp_rows = g.C_out if self.chunk > 1 else 0
         self.tmp = np.empty((self.n_threads, tmp_rows, width), dtype=dtype)
+        # im2col's padded plane, when the kernel pads (other modes pad x beforehand)
+        padded = g.mode == "zeros" and any((g.pt, g.pb, g.pl, g.pr))
+        Hp = (g.H_out - 1) * g.sH + g.dH * (g.kH - 1) + 1
+        Wp = (g.W_out - 1) * g.sW + g.dW * (g.kW - 1) + 1
+        self.padded = _thread_rows(self.n_threads, Hp * Wp if padded else 0, dtype)
 
 
 def _bias_or_empty(bias, C_out, dtype, name="bias"):
@@ -578,7 +583,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     ws = _Workspace(g, x.dtype)
     with _blas_single_threaded(ws.n_threads):
         _ops.im2col_gemm(x, weight.reshape(g.C_out, -1), bias,
-                         out.reshape(g.N, g.C_out, -1), ws.col, ws.tmp,
+                         out.reshape(g.N, g.C_out, -1), ws.col, ws.tmp, ws.padded,
                          g.kH, g.kW, g.sH, g.sW, pH, pW, g.dH, g.dW,
                          g.H_out, g.W_out, g.groups, ws.chunk, has_bias, ws.n_threads)
     return out
@@ -661,8 +666,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             g_flat = grad_out.reshape(g.N, g.C_out, -1)
             sizes = (g.H_out, g.W_out, g.groups, ws.chunk)
             with _blas_single_threaded(ws.n_threads):
-                _ops.weight_grad(g_flat, xp, gw, gb, ws.col, ws.tmp, g.kH, g.kW, *geometry,
-                                 *sizes, True, gw_transposed, ws.n_threads)
+                _ops.weight_grad(g_flat, xp, gw, gb, ws.col, ws.tmp, ws.padded, g.kH, g.kW,
+                                 *geometry, *sizes, True, gw_transposed, ws.n_threads)
                 if needs_input_grad:
                     _ops.gemm_col2im(g_flat, weight.reshape(g.C_out, -1),
                                      np.empty(0, dtype=dtype), grad_xp, ws.col, ws.tmp,
@@ -789,11 +794,12 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
                     ws.chunk)
         with _blas_single_threaded(ws.n_threads):
             _ops.weight_grad(x_flat, grad_out, gw, np.empty((ws.n_threads, 0), dtype=dtype),
-                             ws.col, ws.tmp, *geometry, False, gw_transposed, ws.n_threads)
+                             ws.col, ws.tmp, ws.padded, *geometry, False, gw_transposed,
+                             ws.n_threads)
             if needs_input_grad:
                 _ops.im2col_gemm(grad_out, weight.reshape(g.C_out, -1), np.empty(0, dtype=dtype),
-                                 grad_input.reshape(x_flat.shape), ws.col, ws.tmp, *geometry,
-                                 False, ws.n_threads)
+                                 grad_input.reshape(x_flat.shape), ws.col, ws.tmp, ws.padded,
+                                 *geometry, False, ws.n_threads)
         grad_weight = _weight_grad_result(gw, gw_transposed, weight.shape, g.groups)
     return grad_input, grad_weight, grad_bias
 
