@@ -293,56 +293,55 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             dst[ow] = src[ow * sW]
 
 
-cdef void col2im(floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+cdef void col2im(const floating* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                  Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                  Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t ld,
-                 floating* x) noexcept nogil:  # OUT: x (C, H, W); col is scratch
+                 floating* x,  # OUT (C, H, W)
+                 floating* padded) noexcept nogil:  # scratch (Hp, Wp); NULL unpadded
     """The adjoint of im2col: x = 0, then every entry of col is added where im2col read it.
 
-    With stride 1 and "same" width, a row of col is added as one shifted block:
-    its entries that fall in the padding are zeroed first (col is scratch), so
-    the columns that wrap around add nothing.
+    Each row of col is added back along its grid of the padded plane, a row of
+    the grid at a time, without bounds; then the plane's inside is copied to x.
+    Unpadded, the rows are added straight into x.
     """
-    cdef Py_ssize_t c, i, j, oh, ow, off_h, off_w, first, last, t, shift
-    cdef Span h, w
-    cdef floating* row
-    cdef const floating* src
+    cdef Py_ssize_t Hp = (H_out - 1) * sH + dH * (kH - 1) + 1
+    cdef Py_ssize_t Wp = (W_out - 1) * sW + dW * (kW - 1) + 1
+    cdef Py_ssize_t c, i, j, oh, ow, r, width = min(W, Wp - pW), height = min(H, Hp - pH)
+    cdef bint covered = height == H and width == W  # does the plane's inside cover x?
+    cdef floating* plane
     cdef floating* dst
-    cdef bint shifted_add = sH == 1 and sW == 1 and W_out == W
-    memset(x, 0, C * H * W * sizeof(floating))
+    cdef const floating* row
+    cdef const floating* src
+    if padded == NULL:
+        Wp = W
+        memset(x, 0, C * H * W * sizeof(floating))
     for c in range(C):
+        if padded == NULL:
+            plane = x + c * H * W
+        else:
+            plane = padded
+            memset(plane, 0, Hp * Wp * sizeof(floating))
         for i in range(kH):
-            off_h = i * dH - pH
-            h = valid_range(off_h, sH, H, H_out)
             for j in range(kW):
-                off_w = j * dW - pW
-                w = valid_range(off_w, sW, W, W_out)
                 row = col + ((c * kH + i) * kW + j) * ld
-                if shifted_add and h.lo < h.hi and w.lo < w.hi:
-                    for oh in range(h.lo, h.hi):
-                        for ow in range(w.lo):
-                            row[oh * W + ow] = 0
-                        for ow in range(w.hi, W):
-                            row[oh * W + ow] = 0
-                    first = h.lo * W + w.lo
-                    last = (h.hi - 1) * W + w.hi
-                    shift = c * H * W + off_h * W + off_w
-                    for t in range(first, last):
-                        x[t + shift] += row[t]
-                    continue
-                for oh in range(h.lo, h.hi):
+                for oh in range(H_out):
+                    dst = plane + (oh * sH + i * dH) * Wp + j * dW
                     src = row + oh * W_out
-                    dst = x + (c * H + oh * sH + off_h) * W
                     if sW == 1:
-                        for ow in range(w.lo, w.hi):
-                            dst[ow + off_w] += src[ow]
+                        for ow in range(W_out):
+                            dst[ow] += src[ow]
                     elif sW == 2:
-                        for ow in range(w.lo, w.hi):
-                            dst[2 * ow + off_w] += src[ow]
+                        for ow in range(W_out):
+                            dst[2 * ow] += src[ow]
                     else:
-                        for ow in range(w.lo, w.hi):
-                            dst[ow * sW + off_w] += src[ow]
+                        for ow in range(W_out):
+                            dst[ow * sW] += src[ow]
+        if padded != NULL:
+            if not covered:
+                memset(x + c * H * W, 0, H * W * sizeof(floating))
+            for r in range(height):
+                memcpy(x + (c * H + r) * W, padded + (r + pH) * Wp + pW, width * sizeof(floating))
 
 
 cdef inline void gather(const floating* src, Py_ssize_t nb, Py_ssize_t M, Py_ssize_t L,
@@ -437,6 +436,7 @@ def gemm_col2im(const floating[:, :, ::1] src,  # (N, M, H_src*W_src)
                 floating[:, :, :, ::1] out,   # OUT (N, C, H, W)
                 floating[:, :, ::1] col,      # scratch (threads, C*kH*kW, chunk*L)
                 floating[:, :, ::1] tmp,      # scratch (threads, M, chunk*L) if chunk > 1
+                floating[:, :] padded,        # scratch (threads, Hp*Wp) of col2im when it pads, or (threads, 0)
                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                 Py_ssize_t H_src, Py_ssize_t W_src, Py_ssize_t groups, Py_ssize_t chunk,
@@ -477,7 +477,8 @@ def gemm_col2im(const floating[:, :, ::1] src,  # (N, M, H_src*W_src)
             if not (direct and nb == 1):
                 for b in range(nb):
                     col2im(cols + b * L, C, H, W, kH, kW, sH, sW, pH, pW, dH, dW,
-                           H_src, W_src, ld, &out[n0 + b, 0, 0, 0])
+                           H_src, W_src, ld, &out[n0 + b, 0, 0, 0],
+                           &padded[tid, 0] if padded.shape[1] else NULL)
             if has_bias:
                 for b in range(nb):
                     for c in range(C):

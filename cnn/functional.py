@@ -523,7 +523,8 @@ class _Workspace:
         self.col = np.empty((self.n_threads, g.C * g.kH * g.kW, width), dtype=dtype)
         tmp_rows = g.C_out if self.chunk > 1 else 0
         self.tmp = np.empty((self.n_threads, tmp_rows, width), dtype=dtype)
-        # im2col's padded plane, when the kernel pads (other modes pad x beforehand)
+        # im2col's and col2im's padded plane, when the kernel pads (other modes
+        # pad x beforehand)
         padded = g.mode == "zeros" and any((g.pt, g.pb, g.pl, g.pr))
         Hp = (g.H_out - 1) * g.sH + g.dH * (g.kH - 1) + 1
         Wp = (g.W_out - 1) * g.sW + g.dW * (g.kW - 1) + 1
@@ -671,7 +672,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                 if needs_input_grad:
                     _ops.gemm_col2im(g_flat, weight.reshape(g.C_out, -1),
                                      np.empty(0, dtype=dtype), grad_xp, ws.col, ws.tmp,
-                                     g.kH, g.kW, *geometry, *sizes, False, ws.n_threads)
+                                     ws.padded, g.kH, g.kW, *geometry, *sizes, False,
+                                     ws.n_threads)
             grad_weight = _weight_grad_result(gw, gw_transposed, weight.shape, g.groups)
             grad_bias = _sum_threads(gb)
     if not needs_input_grad:
@@ -759,8 +761,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ws = _Workspace(g, x.dtype)
     with _blas_single_threaded(ws.n_threads):
         _ops.gemm_col2im(x.reshape(g.N, g.C_out, -1), weight.reshape(g.C_out, -1), bias, out,
-                         ws.col, ws.tmp, g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW,
-                         g.H_out, g.W_out, g.groups, ws.chunk, has_bias, ws.n_threads)
+                         ws.col, ws.tmp, ws.padded, g.kH, g.kW, g.sH, g.sW, g.pt, g.pl,
+                         g.dH, g.dW, g.H_out, g.W_out, g.groups, ws.chunk, has_bias,
+                         ws.n_threads)
     return out
 
 
