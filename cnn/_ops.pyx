@@ -105,6 +105,63 @@ cdef extern from *:
         }                                                                          \
         for (l = 0; l < 9; l++) t[l] += s[l];                                      \
     }
+    /* The values of n whole 3x3 stride-2 max-pooling windows of the rows r0,
+       r0 + W, r0 + 2W, float32, four windows at a time with MAXPS in ATen's
+       tap order: MAXPS(v, m) is v > m ? v : m, which is ATen's running
+       maximum (the first of equal values stays) except that a NaN v does not
+       replace m. So the taps are also summed, and a NaN anywhere makes the sum
+       NaN: the function then returns 1 and the caller redoes the row with the
+       exact loop (so does an inf - inf). Half the instructions of that loop,
+       which needs a compare, an unordered compare and a select per tap. */
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #define CNN_MAX3_ROW(p, first)                                                 \
+        do {                                                                       \
+            __m128 a = _mm_loadu_ps(p), b = _mm_loadu_ps((p) + 4);                 \
+            __m128 a2 = _mm_loadu_ps((p) + 2), b2 = _mm_loadu_ps((p) + 6);         \
+            __m128 t0 = _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));             \
+            __m128 t1 = _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));             \
+            __m128 t2 = _mm_shuffle_ps(a2, b2, _MM_SHUFFLE(2, 0, 2, 0));           \
+            if (first) { m = t0; s = t0; }                                         \
+            else { m = _mm_max_ps(t0, m); s = _mm_add_ps(s, t0); }                 \
+            m = _mm_max_ps(t1, m);                                                 \
+            m = _mm_max_ps(t2, m);                                                 \
+            s = _mm_add_ps(s, _mm_add_ps(t1, t2));                                 \
+        } while (0)
+    static int cnn_max3x3s2_values(const float* r0, Py_ssize_t W, Py_ssize_t n,
+                                   float* out) {
+        Py_ssize_t ow;
+        __m128 bad = _mm_setzero_ps(), m, s;
+        /* window ow + 3 reads up to r[2*ow + 9]: ow + 4 < n keeps that inside
+           the n windows, which end at r[2*n] */
+        for (ow = 0; ow + 4 < n; ow += 4) {
+            const float* p = r0 + 2 * ow;
+            CNN_MAX3_ROW(p, 1);
+            CNN_MAX3_ROW(p + W, 0);
+            CNN_MAX3_ROW(p + 2 * W, 0);
+            bad = _mm_or_ps(bad, _mm_cmpunord_ps(s, s));
+            _mm_storeu_ps(out + ow, m);
+        }
+        if (_mm_movemask_ps(bad))
+            return 1;
+        for (; ow < n; ow++) {  /* the last windows, exactly */
+            const float* p = r0 + 2 * ow;
+            float v = p[0];
+            Py_ssize_t i, j;
+            for (i = 0; i < 3; i++)
+                for (j = 0; j < 3; j++) {
+                    float t = p[i * W + j];
+                    if (t > v || t != t) v = t;
+                }
+            out[ow] = v;
+        }
+        return 0;
+    }
+    #else
+    static int cnn_max3x3s2_values(const float* r0, Py_ssize_t W, Py_ssize_t n,
+                                   float* out) { return 1; }
+    #endif
+
     #if defined(__GNUC__)
     CNN_DW3X3_WGRAD(cnn_dw3x3_wgrad_float, float, 4)
     CNN_DW3X3_WGRAD(cnn_dw3x3_wgrad_double, double, 2)
@@ -118,6 +175,7 @@ cdef extern from *:
     int cnn_have_openmp() noexcept nogil
     unsigned int cnn_ftz_begin() noexcept nogil
     void cnn_ftz_end(unsigned int old) noexcept nogil
+    int cnn_max3x3s2_values(const float* r0, Py_ssize_t W, Py_ssize_t n, float* out) noexcept nogil
     void cnn_dw3x3_wgrad_float(const float* g, const float* xp, Py_ssize_t H_out,
                                Py_ssize_t W_out, float* t) noexcept nogil
     void cnn_dw3x3_wgrad_double(const double* g, const double* xp, Py_ssize_t H_out,
@@ -971,11 +1029,15 @@ cdef void max_pool_row_3x3s2(const floating* r0, Py_ssize_t W, Py_ssize_t n,
     cdef floating t0, t1, t2, t3, t4, t5, t6, t7, t8, m, tap
     cdef floating W0 = W, W1 = W + 1, W2 = W + 2, V0 = 2 * W, V1 = 2 * W + 1, V2 = 2 * W + 2
     cdef Py_ssize_t ow, c
-    for ow in range(n):
-        c = 2 * ow
-        m = later_max(later_max(r0[c], r0[c + 1]), r0[c + 2])
-        m = later_max(later_max(later_max(m, r1[c]), r1[c + 1]), r1[c + 2])
-        orow[ow] = later_max(later_max(later_max(m, r2[c]), r2[c + 1]), r2[c + 2])
+    cdef bint exact = True
+    if floating is float:
+        exact = cnn_max3x3s2_values(r0, W, n, orow)
+    if exact:
+        for ow in range(n):
+            c = 2 * ow
+            m = later_max(later_max(r0[c], r0[c + 1]), r0[c + 2])
+            m = later_max(later_max(later_max(m, r1[c]), r1[c + 1]), r1[c + 2])
+            orow[ow] = later_max(later_max(later_max(m, r2[c]), r2[c + 1]), r2[c + 2])
     if irow == NULL:
         return
     for ow in range(n):
