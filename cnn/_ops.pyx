@@ -105,8 +105,28 @@ cdef extern from *:
         }                                                                          \
         for (l = 0; l < 9; l++) t[l] += s[l];                                      \
     }
+    /* ATen's running maximum, v replacing m if greater or NaN, without a branch:
+       compiled as plain C, the compare became a jump that random data
+       mispredicts half the time. */
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    static inline float cnn_later_max_f(float m, float v) {
+        __m128 vv = _mm_set_ss(v), nan = _mm_cmpunord_ss(vv, vv);
+        __m128 r = _mm_max_ss(vv, _mm_set_ss(m));
+        return _mm_cvtss_f32(_mm_or_ps(_mm_and_ps(nan, vv), _mm_andnot_ps(nan, r)));
+    }
+    static inline double cnn_later_max_d(double m, double v) {
+        __m128d vv = _mm_set_sd(v), nan = _mm_cmpunord_sd(vv, vv);
+        __m128d r = _mm_max_sd(vv, _mm_set_sd(m));
+        return _mm_cvtsd_f64(_mm_or_pd(_mm_and_pd(nan, vv), _mm_andnot_pd(nan, r)));
+    }
+    #else
+    static inline float cnn_later_max_f(float m, float v) { return (v > m || v != v) ? v : m; }
+    static inline double cnn_later_max_d(double m, double v) { return (v > m || v != v) ? v : m; }
+    #endif
+
     /* The values of n whole 3x3 stride-2 max-pooling windows of the rows r0,
-       r0 + W, r0 + 2W, float32, four windows at a time with MAXPS in ATen's
+       r1, r2, float32, four windows at a time with MAXPS in ATen's
        tap order: MAXPS(v, m) is v > m ? v : m, which is ATen's running
        maximum (the first of equal values stays) except that a NaN v does not
        replace m. So the taps are also summed, and a NaN anywhere makes the sum
@@ -128,38 +148,35 @@ cdef extern from *:
             m = _mm_max_ps(t2, m);                                                 \
             s = _mm_add_ps(s, _mm_add_ps(t1, t2));                                 \
         } while (0)
-    static int cnn_max3x3s2_values(const float* r0, Py_ssize_t W, Py_ssize_t n,
-                                   float* out) {
+    static int cnn_max3x3s2_values(const float* r0, const float* r1, const float* r2,
+                                   Py_ssize_t n, float* out) {
         Py_ssize_t ow;
         __m128 bad = _mm_setzero_ps(), m, s;
         /* window ow + 3 reads up to r[2*ow + 9]: ow + 4 < n keeps that inside
            the n windows, which end at r[2*n] */
         for (ow = 0; ow + 4 < n; ow += 4) {
-            const float* p = r0 + 2 * ow;
-            CNN_MAX3_ROW(p, 1);
-            CNN_MAX3_ROW(p + W, 0);
-            CNN_MAX3_ROW(p + 2 * W, 0);
+            CNN_MAX3_ROW(r0 + 2 * ow, 1);
+            CNN_MAX3_ROW(r1 + 2 * ow, 0);
+            CNN_MAX3_ROW(r2 + 2 * ow, 0);
             bad = _mm_or_ps(bad, _mm_cmpunord_ps(s, s));
             _mm_storeu_ps(out + ow, m);
         }
         if (_mm_movemask_ps(bad))
             return 1;
         for (; ow < n; ow++) {  /* the last windows, exactly */
-            const float* p = r0 + 2 * ow;
-            float v = p[0];
-            Py_ssize_t i, j;
+            const float* rows[3] = {r0 + 2 * ow, r1 + 2 * ow, r2 + 2 * ow};
+            float v = rows[0][0];
+            int i, j;
             for (i = 0; i < 3; i++)
-                for (j = 0; j < 3; j++) {
-                    float t = p[i * W + j];
-                    if (t > v || t != t) v = t;
-                }
+                for (j = 0; j < 3; j++)
+                    v = cnn_later_max_f(v, rows[i][j]);
             out[ow] = v;
         }
         return 0;
     }
     #else
-    static int cnn_max3x3s2_values(const float* r0, Py_ssize_t W, Py_ssize_t n,
-                                   float* out) { return 1; }
+    static int cnn_max3x3s2_values(const float* r0, const float* r1, const float* r2,
+                                   Py_ssize_t n, float* out) { return 1; }
     #endif
 
     #if defined(__GNUC__)
@@ -175,7 +192,10 @@ cdef extern from *:
     int cnn_have_openmp() noexcept nogil
     unsigned int cnn_ftz_begin() noexcept nogil
     void cnn_ftz_end(unsigned int old) noexcept nogil
-    int cnn_max3x3s2_values(const float* r0, Py_ssize_t W, Py_ssize_t n, float* out) noexcept nogil
+    float cnn_later_max_f(float m, float v) noexcept nogil
+    double cnn_later_max_d(double m, double v) noexcept nogil
+    int cnn_max3x3s2_values(const float* r0, const float* r1, const float* r2, Py_ssize_t n,
+                            float* out) noexcept nogil
     void cnn_dw3x3_wgrad_float(const float* g, const float* xp, Py_ssize_t H_out,
                                Py_ssize_t W_out, float* t) noexcept nogil
     void cnn_dw3x3_wgrad_double(const double* g, const double* xp, Py_ssize_t H_out,
@@ -959,6 +979,7 @@ cdef void max_pool_window(const floating* plane, Py_ssize_t H, Py_ssize_t W,
     the fast kernels leave (max_pool_row's set-up would cost more than they do)."""
     cdef Py_ssize_t kh, kw, ih, iw, first = -1, best = -1
     cdef floating m = -INFINITY, v
+    cdef bint take
     for kh in range(kH):
         ih = h0 + kh * dH
         if ih < 0 or ih >= H:
@@ -970,9 +991,12 @@ cdef void max_pool_window(const floating* plane, Py_ssize_t H, Py_ssize_t W,
             if first < 0:
                 first = ih * W + iw
             v = plane[ih * W + iw]
-            if (v > m) | (v != v):
-                m = v
-                best = ih * W + iw
+            take = (v > m) | (v != v)
+            best = ih * W + iw if take else best  # without a branch (random data
+            if floating is float:                 # mispredicts one per window)
+                m = cnn_later_max_f(m, v)
+            else:
+                m = cnn_later_max_d(m, v)
     out[0] = m
     if index != NULL:
         index[0] = best if best >= 0 else first  # nothing beat -inf: the first input
@@ -1020,18 +1044,22 @@ cdef void max_pool_row_2x2(const floating* r0, Py_ssize_t W, Py_ssize_t n,
         irow[ow] = first + 2 * ow + <int64_t>trow[ow]
 
 
-cdef void max_pool_row_3x3s2(const floating* r0, Py_ssize_t W, Py_ssize_t n,
+cdef void max_pool_row_3x3s2(const floating* r0, const floating* r1, const floating* r2,
+                             Py_ssize_t o1, Py_ssize_t o2, Py_ssize_t n,
                              floating* orow, floating* trow, int64_t* irow,
                              int64_t first) noexcept nogil:
-    """n whole 3x3 stride-2 windows of rows r0, r0 + W, r0 + 2W: as the 2x2 case."""
-    cdef const floating* r1 = r0 + W
-    cdef const floating* r2 = r1 + W
+    """n whole 3x3 stride-2 windows of rows r0, r1, r2, whose indices are o1 and o2 past
+    r0's: as the 2x2 case. Normally r1 = r0 + W, o1 = W and so on; a window
+    row in the padding is given as a copy of its neighbour in the image (r1 =
+    r0, o1 = 0 at the top): a copy next to its original in the taps' order
+    changes neither the maximum nor which tap ATen's rule picks.
+    """
     cdef floating t0, t1, t2, t3, t4, t5, t6, t7, t8, m, tap
-    cdef floating W0 = W, W1 = W + 1, W2 = W + 2, V0 = 2 * W, V1 = 2 * W + 1, V2 = 2 * W + 2
+    cdef floating W0 = o1, W1 = o1 + 1, W2 = o1 + 2, V0 = o2, V1 = o2 + 1, V2 = o2 + 2
     cdef Py_ssize_t ow, c
     cdef bint exact = True
     if floating is float:
-        exact = cnn_max3x3s2_values(r0, W, n, orow)
+        exact = cnn_max3x3s2_values(r0, r1, r2, n, orow)
     if exact:
         for ow in range(n):
             c = 2 * ow
@@ -1091,6 +1119,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                      3 if plain and kH == 3 and kW == 3 else 0)
     cdef Span whole = whole_windows_s2(kind, pW, W, W_out)  # the same in every row
     cdef Py_ssize_t p, oh, ow, top, first, left = -pW
+    cdef bint inside
     cdef const floating* plane
     cdef floating* orow
     cdef floating* trow
@@ -1106,13 +1135,23 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                 orow = &out[p, oh, 0]
                 irow = &indices[p, oh, 0] if want_indices else NULL
                 top = oh * sH - pH
-                if kind and whole.count and top >= 0 and top + kind <= H:
-                    first = top * W + left + 2 * whole.lo  # the first input of window lo
+                # 3x3: a row of windows with one row in the padding copies its neighbour
+                inside = top >= 0 and top + kind <= H
+                if kind == 3 and H >= 2 and (top == -1 or top == H - 2):
+                    inside = True
+                if kind and whole.count and inside:
                     if kind == 2:
+                        first = top * W + left + 2 * whole.lo  # the first input of window lo
                         max_pool_row_2x2(plane + first, W, whole.count, orow + whole.lo, trow,
                                          irow + whole.lo if want_indices else NULL, first)
                     else:
-                        max_pool_row_3x3s2(plane + first, W, whole.count, orow + whole.lo,
+                        first = max(top, 0) * W + left + 2 * whole.lo
+                        max_pool_row_3x3s2(plane + first,
+                                           plane + first + (W if top >= 0 else 0),
+                                           plane + first + (W if top < 0 or top + 3 > H else 2 * W),
+                                           W if top >= 0 else 0,
+                                           W if top < 0 or top + 3 > H else 2 * W,
+                                           whole.count, orow + whole.lo,
                                            trow, irow + whole.lo if want_indices else NULL,
                                            first)
                     for ow in range(whole.lo):
