@@ -377,6 +377,32 @@ def test_max_pool2d_fast_paths_match_reference(dtype, ceil_mode, values, kernel_
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
+def test_max_pool2d_3x3_wide_rows_match_reference(dtype, padding, special):
+    # float32 3x3 stride-2 rows go four windows at a time by MAXPS, and a row
+    # holding a NaN (or an inf - inf) is redone exactly; windows with a row in
+    # the padding copy the neighbouring row. Rows of 5 to 20 windows, a few
+    # special values among ties and signed zeros, NaNs with payloads of their own.
+    rng = np.random.default_rng(1)
+    for H, W in [(9, 11), (12, 28), (28, 28), (13, 41)]:
+        x = rng.choice(np.array([-1.0, -0.0, 0.0, 1.0]), (2, 2, H, W)).astype(dtype)
+        if special is not None:
+            x.flat[rng.integers(0, x.size, 4)] = special
+        if special is not None and np.isnan(special):
+            bits = x.view(np.uint32 if dtype == np.float32 else np.uint64)
+            bits[np.isnan(x)] |= rng.integers(1, 1000, np.isnan(x).sum()).astype(bits.dtype)
+        kwargs = dict(kernel_size=3, stride=2, padding=padding)
+        expected, expected_indices = R.max_pool2d(x, return_indices=True, **kwargs)
+        out, indices = F.max_pool2d(x, return_indices=True, **kwargs)
+        np.testing.assert_array_equal(indices, expected_indices, err_msg=f"{H}x{W}")
+        # the same bits: NaN payloads and signed zeros too
+        uint = np.uint32 if dtype == np.float32 else np.uint64
+        for got in (out, F.max_pool2d(x, **kwargs)):
+            np.testing.assert_array_equal(got.view(uint), expected.view(uint), err_msg=f"{H}x{W}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("divisor_override", [None, 3])
 def test_avg_pool2d_2x2_fast_path_matches_reference(dtype, ceil_mode, divisor_override):
