@@ -45,9 +45,11 @@ _INT64_MAX = 2**63 - 1
 
 
 def _int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
-    value = int(value)
+    if type(value) is not int:  # the common case skips the slow ABC check
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(
+                f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+        value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if value > _INT64_MAX:  # the kernels' indices are 64-bit
