@@ -574,10 +574,13 @@ def weight_grad(const floating[:, :, ::1] a,
                 floating[:, :, ::1] col,          # scratch (threads, C*kH*kW, chunk*L)
                 floating[:, :, ::1] tmp,          # scratch (threads, M, chunk*L) if chunk > 1
                 floating[:, :] padded,            # scratch (threads, Hp*Wp) of im2col when it pads, or (threads, 0)
+                const floating[:, ::1] weight,    # (M, K_g) if want_product, else (0, 0)
+                floating[:, :, ::1] product,      # OUT (N, M, L) if want_product, else (0, 0, 0)
+                floating[:, :, ::1] tmp_product,  # scratch (threads, M, chunk*L) if want_product and chunk > 1
                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
                 Py_ssize_t H_a, Py_ssize_t W_a, Py_ssize_t groups, Py_ssize_t chunk,
-                bint want_bias, bint transposed, int n_threads):
+                bint want_bias, bint transposed, bint want_product, int n_threads):
     """grad_weight[t, g] += a[n, g] @ im2col(b[n])[g]^T over the images n of thread t.
 
     For conv2d a is grad_out and b the input; for conv_transpose2d a is the
@@ -586,6 +589,10 @@ def weight_grad(const floating[:, :, ::1] a,
     gradient is computed as its transpose, im2col(b) @ a^T (the caller
     transposes back): OpenBLAS runs that shape markedly faster when K_g >= M_g,
     87-97 against 58-78 GFLOP/s per core on the benchmark's convolutions.
+
+    With `want_product`, also product[n, g] = weight[g] @ im2col(b[n])[g], what
+    im2col_gemm computes, from the same column matrix: conv_transpose2d's
+    input gradient, which would otherwise build it a second time.
     """
     cdef Py_ssize_t N = b.shape[0], C = b.shape[1], H = b.shape[2], W = b.shape[3]
     cdef Py_ssize_t M = a.shape[1], L = H_a * W_a
@@ -597,6 +604,7 @@ def weight_grad(const floating[:, :, ::1] a,
     cdef unsigned int mxcsr = 0
     cdef const floating* cols
     cdef const floating* s
+    cdef floating* res
     with nogil, parallel(num_threads=n_threads):
         tid = cnn_thread_id()
         mxcsr = cnn_ftz_begin()
@@ -629,6 +637,16 @@ def weight_grad(const floating[:, :, ::1] a,
             if want_bias:
                 for m in range(M):
                     grad_bias[tid, m] += row_sum(s + m * ld, ld)
+            if want_product:
+                res = &product[n0, 0, 0] if nb == 1 else &tmp_product[tid, 0, 0]
+                for g in range(groups):
+                    gemm(False, False, M_g, ld, K_g, 1, &weight[g * M_g, 0], K_g,
+                         cols + g * K_g * ld, ld, 0, res + g * M_g * ld, ld)
+                if nb > 1:
+                    for i in range(nb):
+                        for m in range(M):
+                            memcpy(&product[n0 + i, m, 0], res + m * ld + i * L,
+                                   L * sizeof(floating))
         cnn_ftz_end(mxcsr)
 
 

@@ -606,6 +606,11 @@ def _sum_threads(per_thread):
     return per_thread.sum(axis=0) if per_thread.shape[0] > 1 else per_thread[0]
 
 
+# weight_grad's arguments for the product it is not asked for, per dtype
+_NO_PRODUCT = {np.dtype(t).char: (np.empty((0, 0), t), np.empty((0, 0, 0), t), np.empty((0, 0, 0), t))
+               for t in (np.float32, np.float64)}
+
+
 def _weight_grad_buffer(n_threads, w_shape, groups, dtype):
     """Zeroed per-thread weight gradients for _ops.weight_grad, and whether they are
     transposed per group, (threads, groups*K_g, M_g), which is faster when K_g >= M_g."""
@@ -674,9 +679,10 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             gb = np.zeros((n_threads, g.C_out), dtype=dtype)
             g_flat = grad_out.reshape(g.N, g.C_out, -1)
             with _blas_single_threaded(n_threads):
-                _ops.weight_grad(g_flat, xp, gw, gb, ws.col, ws.tmp, ws.padded, g.kH, g.kW,
-                                 *geometry, g.H_out, g.W_out, g.groups, ws.chunk, True,
-                                 gw_transposed, n_threads)
+                _ops.weight_grad(g_flat, xp, gw, gb, ws.col, ws.tmp, ws.padded,
+                                 *_NO_PRODUCT[dtype.char], g.kH, g.kW, *geometry, g.H_out,
+                                 g.W_out, g.groups, ws.chunk, True, gw_transposed, False,
+                                 n_threads)
                 if needs_input_grad:
                     del ws  # before the next is allocated: malloc can reuse its memory
                     ws = _Workspace(g, dtype)
@@ -805,14 +811,15 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
         x_flat = x.reshape(g.N, g.C_out, -1)
         geometry = (g.kH, g.kW, g.sH, g.sW, g.pt, g.pl, g.dH, g.dW, g.H_out, g.W_out, g.groups,
                     ws.chunk)
+        if needs_input_grad:  # from the same columns of grad_out as the weight gradient
+            product = (weight.reshape(g.C_out, -1), grad_input.reshape(x_flat.shape),
+                       np.empty(ws.tmp.shape if ws.chunk > 1 else (0, 0, 0), dtype=dtype))
+        else:
+            product = _NO_PRODUCT[dtype.char]
         with _blas_single_threaded(ws.n_threads):
             _ops.weight_grad(x_flat, grad_out, gw, np.empty((ws.n_threads, 0), dtype=dtype),
-                             ws.col, ws.tmp, ws.padded, *geometry, False, gw_transposed,
-                             ws.n_threads)
-            if needs_input_grad:
-                _ops.im2col_gemm(grad_out, weight.reshape(g.C_out, -1), np.empty(0, dtype=dtype),
-                                 grad_input.reshape(x_flat.shape), ws.col, ws.tmp, ws.padded,
-                                 *geometry, False, ws.n_threads)
+                             ws.col, ws.tmp, ws.padded, *product, *geometry, False,
+                             gw_transposed, needs_input_grad, ws.n_threads)
         grad_weight = _weight_grad_result(gw, gw_transposed, weight.shape, g.groups)
     return grad_input, grad_weight, grad_bias
 
