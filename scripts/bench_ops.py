@@ -1,10 +1,12 @@
 """Benchmark cnn.functional against a pure-NumPy im2col baseline and PyTorch (CPU).
 
-    python3 scripts/bench_ops.py [--threads 2] [--repeats N] [--cases SUBSTR] [--markdown] [--quick]
+    python3 scripts/bench_ops.py [--threads 2] [--repeats N] [--rounds R] [--cases SUBSTR]
+                                 [--markdown] [--quick]
                                  [--no-denormals | --denormals-only]
 
-For every case: forward and forward+backward time (median of repeats, ms), cnn's
-throughput (GFLOP/s for convolutions, counting 2 FLOPs per multiply-add; fwd+bwd counts
+For every case: forward and forward+backward time (ms: median of repeats, then median
+over rounds of the whole table), cnn's throughput (GFLOP/s for convolutions, counting
+2 FLOPs per multiply-add; fwd+bwd counts
 forward + grad_input + grad_weight = 3x forward, 2x when the input grad is skipped;
 GB/s of float32 traffic for pooling), and cnn's time divided by NumPy's and torch's
 (below 1 means cnn is faster). All float32, all libraries limited to the same
@@ -82,8 +84,11 @@ def _parse_args():
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for every library (BLAS, OpenMP, torch); default 2")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed calls per library and case (median reported); "
-                             "default 200 (about 1.5 min in all), 5 with --quick")
+                        help="timed calls per library and case in a round (median taken); "
+                             "default 100, 5 with --quick")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="times the whole table is timed (median over the rounds "
+                             "reported); default 3 (about 2.5 min in all), 1 with --quick")
     parser.add_argument("--cases", default=None,
                         help="only the cases whose name contains this substring")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -97,9 +102,11 @@ def _parse_args():
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.repeats is None:
-        args.repeats = 5 if args.quick else 200
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+        args.repeats = 5 if args.quick else 100
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.repeats < 1 or args.rounds < 1:
+        parser.error("--repeats and --rounds must be >= 1")
     if args.no_denormals and args.denormals_only:
         parser.error("--no-denormals and --denormals-only exclude each other")
     return args
@@ -319,17 +326,30 @@ def _verify(fns, np):
     return problems
 
 
-def _time_all(fns, repeats, warmup):
-    """{(case name, lib): (forward s, forward+backward s)}, one library block at a time."""
-    times = {}
-    for case, by_lib in fns:
-        for lib, (forward, forward_backward) in by_lib.items():
-            # before each block, the first too: _verify's calls of every library
-            # left threads spinning, which made the first case's cnn forward 7x slower
-            time.sleep(PAUSE)
-            times[case.name, lib] = (_median_time(forward, repeats, warmup),
-                                     _median_time(forward_backward, repeats, warmup))
-    return times
+def _time_all(fns, repeats, warmup, rounds):
+    """{(case name, lib): (forward s, forward+backward s)}, one library block at a time.
+
+    The whole table is timed ``rounds`` times over, and each time reported is
+    the median over the rounds of its block's median. The benchmark machine (a
+    VM on 2 cores) has slow spells lasting seconds, in which a block ran up to
+    twice as slow, whatever the library: one round let a spell decide a ratio,
+    and single runs of the table differed by 10% in geometric mean. Rounds a
+    whole table apart put each library's blocks in different spells, and the
+    median drops one slow round of three.
+    """
+    per_round = []
+    for _ in range(rounds):
+        times = {}
+        for case, by_lib in fns:
+            for lib, (forward, forward_backward) in by_lib.items():
+                # before each block, the first too: _verify's calls of every library
+                # left threads spinning, which made the first case's cnn forward 7x slower
+                time.sleep(PAUSE)
+                times[case.name, lib] = (_median_time(forward, repeats, warmup),
+                                         _median_time(forward_backward, repeats, warmup))
+        per_round.append(times)
+    return {key: tuple(statistics.median(t[key][i] for t in per_round) for i in range(2))
+            for key in per_round[0]}
 
 
 def _report(cases, times, markdown, subset):
@@ -621,14 +641,14 @@ def main():
                 print("outputs disagree, not timing:\n  " + "\n  ".join(problems))
                 sys.exit(1)
             print(f"checked: {', '.join(libs)} agree on every case (outputs and gradients)")
-            print(f"threads={args.threads} repeats={args.repeats} warm-up={warmup} "
-                  f"batch={BATCH} float32  numpy {np.__version__}"
+            print(f"threads={args.threads} repeats={args.repeats} rounds={args.rounds} "
+                  f"warm-up={warmup} batch={BATCH} float32  numpy {np.__version__}"
                   + (f"  torch {torch.__version__}" if torch else ""))
-            times = _time_all(fns, args.repeats, warmup)
+            times = _time_all(fns, args.repeats, warmup, args.rounds)
         _report(cases, times, args.markdown, subset=args.cases is not None)
     if "cnn" in runners and not args.no_denormals:
         with threadpool_limits(limits=args.threads):
-            _denormal_check(prepared, cnn_functional, np, max(5, args.repeats // 4), warmup)
+            _denormal_check(prepared, cnn_functional, np, max(5, args.repeats // 2), warmup)
         _denormal_fit_check(np, repeats=1 if args.quick else 3, epochs=1 if args.quick else 3)
     print(f"\nbench time {time.perf_counter() - started:.0f} s, "
           f"load average at the end {os.getloadavg()[0]:.1f}")
