@@ -325,13 +325,13 @@ cdef inline void copy_run(void* dst, const void* src, Py_ssize_t n) noexcept nog
 
 
 cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                       Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
-                       Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
-                       Py_ssize_t H_out, Py_ssize_t W_out,
-                       Py_ssize_t ld, floating* col,  # OUT (C*kH*kW, ld)
-                       floating* padded) noexcept nogil:  # scratch (Hp, Wp), zeroed; NULL unpadded
-    """Row (c, i, j) of col is the grid of (H_out, W_out)
-    pixels at (i*dH, j*dW), stride (sH, sW), of plane c padded, copied a row at a time.
+                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t sH, Py_ssize_t sW,
+                 Py_ssize_t pH, Py_ssize_t pW, Py_ssize_t dH, Py_ssize_t dW,
+                 Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t ld,
+                 floating* col,  # OUT (C*kH*kW, ld), first H_out*W_out columns
+                 floating* padded) noexcept nogil:  # scratch (Hp, Wp), zeroed; NULL unpadded
+    """Row (c, i, j) of col is the grid of (H_out, W_out) pixels at (i*dH, j*dW),
+    stride (sH, sW), of plane c padded, copied a row of the grid at a time.
 
     The padded plane, (H_out-1)*sH + dH*(kH-1) + 1 by the same in W, holds
     zeros where the padding is: only the pixels of x are written into it, and

@@ -607,7 +607,8 @@ def _sum_threads(per_thread):
 
 
 # weight_grad's arguments for the product it is not asked for, per dtype
-_NO_PRODUCT = {np.dtype(t).char: (np.empty((0, 0), t), np.empty((0, 0, 0), t), np.empty((0, 0, 0), t))
+_NO_PRODUCT = {np.dtype(t).char: (np.empty((0, 0), t), np.empty((0, 0, 0), t),
+                                  np.empty((0, 0, 0), t))
                for t in (np.float32, np.float64)}
 
 
@@ -924,8 +925,9 @@ def max_pool2d_backward(grad_out, indices, input_shape):
             f"and grad_out {grad_out.shape}")
     grad_input = np.empty((N, C, H, W), dtype=grad_out.dtype)
     if grad_input.size == 0 or grad_out.size == 0:
+        if indices.size and (indices.min() < 0 or indices.max() >= H * W):
+            raise _indices_range_error(indices, (N, C, H, W))
         grad_input.fill(0)
-        _check_indices_range(indices, N, C, H, W)
         return grad_input
     given, indices = indices, np.ascontiguousarray(indices, dtype=np.int64)
     P = N * C
@@ -934,17 +936,15 @@ def max_pool2d_backward(grad_out, indices, input_shape):
                                      indices.reshape(P, *indices.shape[2:]),
                                      grad_input.reshape(P, H, W), _threads(P, grad_input.size))
     if n_bad:
-        _check_indices_range(given, N, C, H, W)
+        raise _indices_range_error(given, (N, C, H, W))
     return grad_input
 
 
-def _check_indices_range(indices, N, C, H, W):
-    if indices.size:
-        lo, hi = indices.min(), indices.max()
-        if lo < 0 or hi >= H * W:
-            raise ValueError(
-                f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}, "
-                f"got values in [{lo}, {hi}]")
+def _indices_range_error(indices, input_shape):
+    H, W = input_shape[2:]
+    return ValueError(
+        f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {input_shape}, "
+        f"got values in [{indices.min()}, {indices.max()}]")
 
 
 def _divisor(divisor_override):
