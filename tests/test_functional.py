@@ -377,6 +377,30 @@ def test_max_pool2d_fast_paths_match_reference(dtype, ceil_mode, values, kernel_
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_depthwise_3x3_kernels_match_reference(dtype, multiplier, padding):
+    # 3x3 stride-1 depthwise layers have kernels of their own: padded planes whose
+    # zeros are written once per thread, and a weight gradient summed in vector
+    # registers a strip of columns at a time, the last columns one by one.
+    rng = np.random.default_rng(3)
+    C = 3
+    for H, W in [(1, 1), (3, 4), (5, 7), (9, 13), (28, 28)]:
+        x = rng.standard_normal((4, C, H, W)).astype(dtype)
+        weight = rng.standard_normal((C * multiplier, 1, 3, 3)).astype(dtype)
+        bias = rng.standard_normal(C * multiplier).astype(dtype)
+        kwargs = dict(padding=padding, groups=C)
+        if H + 2 * padding < 3 or W + 2 * padding < 3:
+            continue
+        expected = R.conv2d(x, weight, bias, **kwargs)
+        assert_close(F.conv2d(x, weight, bias, **kwargs), expected, dtype, f"{H}x{W}")
+        grad_out = rng.standard_normal(expected.shape).astype(dtype)
+        for got, want in zip(F.conv2d_backward(grad_out, x, weight, **kwargs),
+                             R.conv2d_backward(grad_out, x, weight, **kwargs)):
+            assert_close(got, want, dtype, f"{H}x{W}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("padding", [0, 1])
 @pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
 def test_max_pool2d_3x3_wide_rows_match_reference(dtype, padding, special):
