@@ -1062,16 +1062,17 @@ cdef void max_pool_row_2x2(const floating* r0, Py_ssize_t W, Py_ssize_t n,
         irow[ow] = first + 2 * ow + <int64_t>trow[ow]
 
 
-cdef void max_pool_row_3x3s2(const floating* r0, const floating* r1, const floating* r2,
-                             Py_ssize_t o1, Py_ssize_t o2, Py_ssize_t n,
+cdef void max_pool_row_3x3s2(const floating* r0, Py_ssize_t o1, Py_ssize_t o2, Py_ssize_t n,
                              floating* orow, floating* trow, int64_t* irow,
                              int64_t first) noexcept nogil:
-    """n whole 3x3 stride-2 windows of rows r0, r1, r2, whose indices are o1 and o2 past
-    r0's: as the 2x2 case. Normally r1 = r0 + W, o1 = W and so on; a window
-    row in the padding is given as a copy of its neighbour in the image (r1 =
-    r0, o1 = 0 at the top): a copy next to its original in the taps' order
-    changes neither the maximum nor which tap ATen's rule picks.
+    """n whole 3x3 stride-2 windows of rows r0, r0 + o1, r0 + o2: as the 2x2 case.
+    Normally o1 = W and o2 = 2W; a window row in the padding is given as a copy
+    of its neighbour in the image (o1 = 0 at the top, o2 = o1 at the bottom): a
+    copy next to its original in the taps' order changes neither the maximum
+    nor which tap ATen's rule picks.
     """
+    cdef const floating* r1 = r0 + o1
+    cdef const floating* r2 = r0 + o2
     cdef floating t0, t1, t2, t3, t4, t5, t6, t7, t8, m, tap
     cdef floating W0 = o1, W1 = o1 + 1, W2 = o1 + 2, V0 = o2, V1 = o2 + 1, V2 = o2 + 2
     cdef Py_ssize_t ow, c
@@ -1164,10 +1165,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,     # (planes, H, W)
                                          irow + whole.lo if want_indices else NULL, first)
                     else:
                         first = max(top, 0) * W + left + 2 * whole.lo
-                        max_pool_row_3x3s2(plane + first,
-                                           plane + first + (W if top >= 0 else 0),
-                                           plane + first + (W if top < 0 or top + 3 > H else 2 * W),
-                                           W if top >= 0 else 0,
+                        max_pool_row_3x3s2(plane + first, W if top >= 0 else 0,
                                            W if top < 0 or top + 3 > H else 2 * W,
                                            whole.count, orow + whole.lo,
                                            trow, irow + whole.lo if want_indices else NULL,
